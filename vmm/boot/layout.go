@@ -1,0 +1,69 @@
+package boot
+
+// Every guest-physical address the monitor uses is defined here, in one place, so
+// that overlaps can be seen (and are checked by TestLayoutNoOverlap).
+//
+//	0x0000_0000  real-mode IVT / BDA (left zero)
+//	0x0000_0500  GDT (4 entries)                        GDTAddr
+//	0x0000_0520  IDT (empty)                            IDTAddr
+//	0x0000_6000  PVH hvm_start_info                     PVHInfoAddr
+//	0x0000_6040  PVH module list (initrd)               PVHModlistAddr
+//	0x0000_6100  PVH memory map                         PVHMemmapAddr
+//	0x0000_7000  Linux zero page (boot_params)          ZeroPageAddr
+//	0x0000_8ff0  initial stack pointer                  BootStackTop
+//	0x0000_9000  PML4                                   PML4Addr
+//	0x0000_a000  PDPT                                   PDPTAddr
+//	0x0000_b000  4 page directories (identity 0-4 GiB)  PDAddr
+//	0x0002_0000  kernel command line                    CmdlineAddr
+//	0x0009_fc00  MP table (EBDA)                        MPTableAddr
+//	0x000a_0000  legacy VGA / BIOS hole (not RAM)
+//	0x0010_0000  kernel load address (bzImage)          HighMemStart
+//	...          initrd, placed at the top of low RAM
+//	0xc000_0000  MMIO gap start                         MMIOGapStart
+//	0xc000_0000  boot-timer device (one page)           BootTimerAddr
+//	0xd000_0000  virtio-mmio devices, 4 KiB apart       VirtioMMIOBase
+//	0xfec0_0000  IOAPIC
+//	0xfee0_0000  local APIC
+//	0x1_0000_0000 RAM above the gap, when guest RAM > MMIOGapStart
+const (
+	GDTAddr        = 0x500
+	IDTAddr        = 0x520
+	PVHInfoAddr    = 0x6000
+	PVHModlistAddr = 0x6040
+	PVHMemmapAddr  = 0x6100
+	ZeroPageAddr   = 0x7000
+	BootStackTop   = 0x8ff0
+	PML4Addr       = 0x9000
+	PDPTAddr       = 0xa000
+	PDAddr         = 0xb000 // four consecutive pages: 0xb000-0xefff
+	PDCount        = 4
+	CmdlineAddr    = 0x20000
+	CmdlineMax     = 4096
+	MPTableAddr    = 0x9fc00
+	EBDAStart      = 0x9fc00
+	LowRAMEnd      = 0xa0000 // end of conventional memory; 0xa0000-0xfffff is reserved
+	HighMemStart   = 0x100000
+
+	// MMIOGapStart..MMIOGapEnd is never RAM; guest RAM beyond MMIOGapStart is
+	// placed from MMIOGapEnd (4 GiB) up.
+	MMIOGapStart = 0xc000_0000
+	MMIOGapEnd   = 0x1_0000_0000
+
+	BootTimerAddr = 0xc000_0000
+	BootTimerSize = 0x1000
+
+	VirtioMMIOBase   = 0xd000_0000
+	VirtioMMIOStride = 0x1000
+	VirtioMMIOMax    = 16 // at most this many virtio-mmio devices (GSIs 5..20)
+	VirtioIRQBase    = 5  // GSI of the first virtio-mmio device
+
+	IOAPICAddr = 0xfec0_0000
+	LAPICAddr  = 0xfee0_0000
+
+	// Legacy port I/O.
+	COM1Port  = 0x3f8
+	COM1IRQ   = 4
+	I8042Data = 0x60
+	I8042Cmd  = 0x64
+	PortDebug = 0x80 // POST code port, ignored
+)
