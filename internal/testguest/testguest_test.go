@@ -6,49 +6,23 @@ import (
 	"testing"
 
 	"github.com/boxd-dev/boxd/vmm/kvm"
-	"github.com/boxd-dev/boxd/vmm/memory"
 )
 
 // run boots a test guest with SumLoop(n) at ring and returns what it reported.
 func run(t *testing.T, ring int, n uint64) uint64 {
 	t.Helper()
-	sys, err := kvm.Open()
+	g, err := New(SumLoop(n), ring)
 	if errors.Is(err, kvm.ErrNoKVM) {
 		t.Skipf("tier 2 needs /dev/kvm: %v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sys.Close()
-	vm, err := sys.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	ram, err := memory.New(RAMSize, memory.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ram.Close()
-	for i, r := range ram.Regions() {
-		if err := vm.SetUserMemoryRegion(uint32(i), 0, r.GPA, ram.Host(r)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := Load(ram, SumLoop(n)); err != nil {
-		t.Fatal(err)
-	}
+	defer g.Close()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	c, err := vm.CreateVCPU(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := g.VCPU
 	c.BindThread()
-	if err := SetupVCPU(c, ring); err != nil {
-		t.Fatal(err)
-	}
 	var result uint64
 	var got bool
 	for {
