@@ -22,6 +22,7 @@ package boot
 //	...          initrd, placed at the top of low RAM
 //	0xc000_0000  MMIO gap start                         MMIOGapStart
 //	0xc000_0000  boot-timer device (one page)           BootTimerAddr
+//	0xc000_1000  power register (poweroff/reboot)       PowerAddr
 //	0xd000_0000  virtio-mmio devices, 4 KiB apart       VirtioMMIOBase
 //	0xfec0_0000  IOAPIC
 //	0xfee0_0000  local APIC
@@ -62,6 +63,11 @@ const (
 
 	BootTimerAddr = 0xc000_0000
 	BootTimerSize = 0x1000
+
+	// PowerAddr is a register the guest init writes to power off or reboot: a
+	// machine without ACPI has no other way to say "power off" (Linux just halts).
+	PowerAddr = 0xc000_1000
+	PowerSize = 0x1000
 
 	VirtioMMIOBase   = 0xd000_0000
 	VirtioMMIOStride = 0x1000
