@@ -58,7 +58,6 @@ const (
 type setupHeader struct {
 	raw           []byte // the file's bytes [0, header end), header end <= 0x290
 	setupSects    uint64
-	version       uint16
 	loadflags     uint8
 	xloadflags    uint16
 	initrdAddrMax uint32
@@ -84,9 +83,22 @@ func parseSetupHeader(r io.ReaderAt, size int64) (*setupHeader, error) {
 	if f := le.Uint16(b[bootFlagOff:]); f != bootFlag {
 		return nil, fmt.Errorf("%w: boot flag %#x, want %#x", ErrBadImage, f, bootFlag)
 	}
+	// The header length is encoded in the jump at 0x200; copying more than
+	// boot_params has room for would clobber fields the kernel reads. Fields
+	// past the end are not the header's, so nothing is read before this.
+	end := min(hdrMagicOff+int(b[jumpLenOff]), setupHeaderLimit)
+	if end < versionOff+2 {
+		return nil, fmt.Errorf("%w: setup header ends at %#x, before its version", ErrBadImage, end)
+	}
+	if v := le.Uint16(b[versionOff:]); v < minProtocol {
+		return nil, fmt.Errorf("%w: boot protocol %d.%02d, need 2.12 or later", ErrUnsupported, v>>8, v&0xff)
+	}
+	if end < initSizeOff+4 {
+		return nil, fmt.Errorf("%w: setup header ends at %#x, before init_size", ErrBadImage, end)
+	}
 	h := &setupHeader{
+		raw:           b[:end],
 		setupSects:    uint64(b[setupSectsOff]),
-		version:       le.Uint16(b[versionOff:]),
 		loadflags:     b[loadflagsOff],
 		xloadflags:    le.Uint16(b[xloadflagsOff:]),
 		initrdAddrMax: le.Uint32(b[initrdAddrMaxOff:]),
@@ -95,9 +107,6 @@ func parseSetupHeader(r io.ReaderAt, size int64) (*setupHeader, error) {
 		cmdlineSize:   le.Uint32(b[cmdlineSizeOff:]),
 		prefAddress:   le.Uint64(b[prefAddressOff:]),
 		initSize:      le.Uint32(b[initSizeOff:]),
-	}
-	if h.version < minProtocol {
-		return nil, fmt.Errorf("%w: boot protocol %d.%02d, need 2.12 or later", ErrUnsupported, h.version>>8, h.version&0xff)
 	}
 	if h.loadflags&loadedHigh == 0 {
 		return nil, fmt.Errorf("%w: not a bzImage (LOADED_HIGH clear)", ErrUnsupported)
@@ -111,13 +120,6 @@ func parseSetupHeader(r io.ReaderAt, size int64) (*setupHeader, error) {
 	if h.relocatable && (h.kernelAlign == 0 || bits.OnesCount32(h.kernelAlign) != 1) {
 		return nil, fmt.Errorf("%w: kernel_alignment %#x is not a power of two", ErrBadImage, h.kernelAlign)
 	}
-	// The header length is encoded in the jump at 0x200; copying more than
-	// boot_params has room for would clobber fields the kernel reads.
-	end := min(hdrMagicOff+int(b[jumpLenOff]), setupHeaderLimit)
-	if end < initSizeOff+4 {
-		return nil, fmt.Errorf("%w: setup header ends at %#x, before init_size", ErrBadImage, end)
-	}
-	h.raw = b[:end]
 	return h, nil
 }
 
@@ -149,8 +151,12 @@ func parseBzImage(r io.ReaderAt, size int64, ram uint64) (*image, error) {
 		return nil, fmt.Errorf("%w: kernel runs at %#x, inside the boot area below 1 MiB", ErrNoSpace, runtime)
 	}
 	low := lowRAMEnd(ram)
+	if runtime >= low {
+		return nil, fmt.Errorf("%w: kernel runs at %#x, low RAM ends at %#x", ErrNoSpace, runtime, low)
+	}
+	// runtime < 4 GiB and init_size is 32 bits: no overflow.
 	end := max(HighMemStart+pmSize, runtime+uint64(h.initSize))
-	if runtime > low || end > low || end < runtime {
+	if end > low {
 		return nil, fmt.Errorf("%w: kernel needs RAM up to %#x, low RAM ends at %#x", ErrNoSpace, end, low)
 	}
 

@@ -26,6 +26,7 @@ package boot
 //	0xd000_0000  virtio-mmio devices, 4 KiB apart       VirtioMMIOBase
 //	0xfec0_0000  IOAPIC
 //	0xfee0_0000  local APIC
+//	0xfffb_c000  KVM identity map page, then TSS (VMX) KVMIdentityMapAddr
 //	0x1_0000_0000 RAM above the gap, when guest RAM > MMIOGapStart
 const (
 	GDTAddr        = 0x500
@@ -73,6 +74,11 @@ const (
 	VirtioMMIOStride = 0x1000
 	VirtioMMIOMax    = 16 // at most this many virtio-mmio devices (GSIs 5..20)
 	VirtioIRQBase    = 5  // GSI of the first virtio-mmio device
+
+	// Intel VMX needs a three-page TSS region and a one-page identity map
+	// somewhere in guest-physical space that is not RAM (ignored on AMD SVM).
+	KVMIdentityMapAddr = 0xfffb_c000
+	KVMTSSAddr         = 0xfffb_d000
 
 	IOAPICAddr = 0xfec0_0000
 	LAPICAddr  = 0xfee0_0000
