@@ -1,9 +1,3 @@
-// Package devices holds the monitor's emulated platform devices (serial console,
-// i8042, boot timer) and the bus that routes port-I/O and MMIO exits to them.
-//
-// Devices never touch KVM: they see an access as (offset, bytes) relative to their
-// own base address and raise interrupts through a small interface, so they are
-// tested without /dev/kvm.
 package devices
 
 // Device is anything mapped on a bus. Offsets are relative to the device's base.
