@@ -5,9 +5,9 @@
 //
 // Guest-physical layout of a test guest (2 MiB of RAM by default):
 //
-//	0x1000  PML4, 0x2000 PDPT, 0x3000 PD: identity map of the first 1 GiB, 2 MiB
-//	        pages, user-accessible so ring-3 code can run
-//	0x4000  GDT
+//	0x1000  PML4, 0x2000 PDPT, 0x3000-0x6fff PDs: identity map of the first
+//	        4 GiB with 2 MiB pages, user-accessible so ring-3 code can run
+//	0x7000  GDT
 //	0x10000 code
 //	0x1ff000 stack top
 //	0x1000_0000 MMIO window (not RAM): ResultAddr, DoneAddr

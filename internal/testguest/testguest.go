@@ -11,8 +11,8 @@ import (
 const (
 	pml4Addr   = 0x1000
 	pdptAddr   = 0x2000
-	pdAddr     = 0x3000
-	gdtAddr    = 0x4000
+	pdAddr     = 0x3000 // four page directories: 0x3000-0x6fff
+	gdtAddr    = 0x7000
 	CodeAddr   = 0x10000
 	StackTop   = 0x1ff000
 	MMIOBase   = 0x1000_0000
@@ -47,6 +47,26 @@ func SumLoop(n uint64) []byte {
 	return code
 }
 
+// Print returns code that writes msg byte by byte to I/O port port, then writes
+// value (4 bytes) to MMIO address addr, then spins.
+//
+//	mov dx, port          66 ba imm16
+//	mov al, c; out dx, al b0 c; ee      (per byte)
+//	mov rbx, addr         48 bb imm64
+//	mov dword [rbx], v    c7 03 imm32
+//	spin: jmp spin        eb fe
+func Print(port uint16, msg string, addr uint64, value uint32) []byte {
+	code := []byte{0x66, 0xba, byte(port), byte(port >> 8)}
+	for i := range len(msg) {
+		code = append(code, 0xb0, msg[i], 0xee)
+	}
+	code = append(code, 0x48, 0xbb)
+	code = binary.LittleEndian.AppendUint64(code, addr)
+	code = append(code, 0xc7, 0x03)
+	code = binary.LittleEndian.AppendUint32(code, value)
+	return append(code, 0xeb, 0xfe)
+}
+
 // Sum is the value SumLoop(n) reports.
 func Sum(n uint64) uint64 { return n * (n + 1) / 2 }
 
@@ -70,11 +90,13 @@ func Load(mem Writer, code []byte) error {
 	if err := put(pml4Addr, func(int) uint64 { return pdptAddr | present | rw | user }, 1); err != nil {
 		return fmt.Errorf("testguest: %w", err)
 	}
-	if err := put(pdptAddr, func(int) uint64 { return pdAddr | present | rw | user }, 1); err != nil {
+	if err := put(pdptAddr, func(i int) uint64 { return uint64(pdAddr+i*4096) | present | rw | user }, 4); err != nil {
 		return fmt.Errorf("testguest: %w", err)
 	}
-	if err := put(pdAddr, func(i int) uint64 { return uint64(i)<<21 | present | rw | user | huge }, 512); err != nil {
-		return fmt.Errorf("testguest: %w", err)
+	for d := range 4 {
+		if err := put(int64(pdAddr+d*4096), func(i int) uint64 { return uint64(d*512+i)<<21 | present | rw | user | huge }, 512); err != nil {
+			return fmt.Errorf("testguest: %w", err)
+		}
 	}
 	gdt := make([]byte, 8*6)
 	for i, d := range []uint64{
@@ -121,5 +143,7 @@ func SetupVCPU(c *kvm.VCPU, ring int) error {
 	if err := c.SetSregs(s); err != nil {
 		return err
 	}
-	return c.SetRegs(kvm.Regs{RIP: CodeAddr, RSP: StackTop, RFLAGS: 2})
+	// IOPL 3 lets ring-3 test code use IN/OUT, so port-I/O exits are testable
+	// at native speed.
+	return c.SetRegs(kvm.Regs{RIP: CodeAddr, RSP: StackTop, RFLAGS: 2 | 3<<12})
 }
