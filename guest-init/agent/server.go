@@ -1,0 +1,300 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/boxd-dev/boxd/agent/wire"
+)
+
+// Options configure a Server. The zero value serves a real guest.
+type Options struct {
+	// Listen makes a fresh listener after ResetVsock. Without it ResetVsock
+	// only drops connections and the old listener keeps serving.
+	Listen func() (net.Listener, error)
+	// System applies lifecycle changes; nil means the running Linux kernel.
+	System System
+	// RingSize bounds the output kept per background process (default 1 MiB).
+	RingSize int
+	// MaxExited bounds the ended background processes kept for List, Wait and
+	// Attach (default 64); the oldest are forgotten first.
+	MaxExited int
+	// PortPollInterval is how often listening ports are scanned while anyone
+	// subscribes to events (default 250 ms).
+	PortPollInterval time.Duration
+	// ProcNet is where tcp and tcp6 tables are read (default /proc/net).
+	ProcNet string
+	// Kmsg is the kernel log read for OOM kills (default /dev/kmsg; "-"
+	// disables).
+	Kmsg string
+	// WaitDelay is how long, after a process exits, its output pipes may stay
+	// idle before they are closed: descendants that keep them open (a daemon
+	// started with "&") must not hold the exec open forever (default 200 ms).
+	WaitDelay time.Duration
+	// Logf logs what the agent cannot report to a client (default: discard).
+	Logf func(format string, args ...any)
+}
+
+func (o *Options) setDefaults() {
+	if o.System == nil {
+		o.System = &Linux{}
+	}
+	if o.RingSize <= 0 {
+		o.RingSize = 1 << 20
+	}
+	o.RingSize = max(o.RingSize, 2*readChunk)
+	if o.MaxExited <= 0 {
+		o.MaxExited = 64
+	}
+	if o.PortPollInterval <= 0 {
+		o.PortPollInterval = 250 * time.Millisecond
+	}
+	if o.ProcNet == "" {
+		o.ProcNet = "/proc/net"
+	}
+	if o.Kmsg == "" {
+		o.Kmsg = "/dev/kmsg"
+	}
+	if o.WaitDelay <= 0 {
+		o.WaitDelay = 200 * time.Millisecond
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+}
+
+// Server is the guest agent. Background processes and event subscriptions
+// are shared by all its connections.
+type Server struct {
+	opts Options
+	bg   *registry
+	hub  *hub
+
+	mu    sync.Mutex
+	conns map[*wire.Mux]struct{} // guarded by mu
+	ln    net.Listener           // guarded by mu; nil when not serving
+	errc  chan error             // accept failures, to Serve
+}
+
+// New returns a Server.
+func New(opts Options) *Server {
+	opts.setDefaults()
+	s := &Server{opts: opts, conns: map[*wire.Mux]struct{}{}, errc: make(chan error, 1)}
+	s.hub = newHub(s)
+	s.bg = newRegistry(s)
+	return s
+}
+
+// Serve runs a Server on ln until ctx ends; see Server.Serve.
+func Serve(ctx context.Context, ln net.Listener, opts Options) error {
+	return New(opts).Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln (and on listeners made by Options.Listen
+// after ResetVsock) until ctx ends or accepting fails. On return every
+// connection is closed and every process the agent started is killed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	go s.acceptLoop(ctx, ln)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.errc:
+	}
+	s.mu.Lock()
+	cur := s.ln
+	s.ln = nil
+	s.mu.Unlock()
+	if cur != nil {
+		cur.Close()
+	}
+	s.closeConns()
+	s.bg.killAll()
+	return err
+}
+
+func (s *Server) acceptLoop(ctx context.Context, ln net.Listener) {
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			replaced := s.ln != ln
+			s.mu.Unlock()
+			if replaced || ctx.Err() != nil {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff) // a transient failure (EMFILE); retry, as net/http does
+				continue
+			}
+			select {
+			case s.errc <- fmt.Errorf("accept: %w", err):
+			default:
+			}
+			return
+		}
+		backoff = 0
+		go s.ServeConn(ctx, conn)
+	}
+}
+
+// ServeConn serves one connection until it ends or ctx does. Foreground
+// processes started on it are killed when it ends.
+func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	m, err := wire.Handshake(hctx, conn, wire.Config{
+		Role: wire.Server,
+		Hello: wire.Hello{
+			Agent: "boxd-agent",
+			Capabilities: []string{wire.CapExec, wire.CapPTY, wire.CapBackground,
+				wire.CapFiles, wire.CapEvents, wire.CapLifecycle},
+		},
+		Accept: s.handle,
+	})
+	cancel()
+	if err != nil {
+		s.opts.Logf("agent: %v", err)
+		return err
+	}
+	s.mu.Lock()
+	s.conns[m] = struct{}{}
+	s.mu.Unlock()
+	select {
+	case <-m.Done():
+	case <-ctx.Done():
+		m.Close()
+	}
+	s.mu.Lock()
+	delete(s.conns, m)
+	s.mu.Unlock()
+	return m.Err()
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = map[*wire.Mux]struct{}{}
+	s.mu.Unlock()
+	for m := range conns {
+		m.Close()
+	}
+}
+
+// resetVsock drops every connection and, with Options.Listen, replaces the
+// listener: after a restore the host must not reuse pre-snapshot streams.
+func (s *Server) resetVsock() {
+	s.closeConns()
+	if s.opts.Listen == nil {
+		return
+	}
+	s.mu.Lock()
+	old := s.ln
+	s.mu.Unlock()
+	if old == nil {
+		return
+	}
+	old.Close() // first: the new listener binds the same port
+	ln, err := s.opts.Listen()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != old {
+		if err == nil {
+			ln.Close() // Serve ended meanwhile
+		}
+		return
+	}
+	if err != nil {
+		s.ln = nil
+		select {
+		case s.errc <- fmt.Errorf("listen after vsock reset: %w", err):
+		default:
+		}
+		return
+	}
+	s.ln = ln
+	go s.acceptLoop(context.Background(), ln) // Serve's ctx ends it by closing ln
+}
+
+// handle runs one channel. A bug in a handler must not take the agent (and
+// every process it supervises) down, so panics become internal errors.
+func (s *Server) handle(ch *wire.Channel, op wire.Open) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.opts.Logf("agent: panic in %s: %v\n%s", op.Op, r, debug.Stack())
+			ch.Close(wire.EncodeResult(nil, wire.Errorf(wire.CodeInternal, "internal error in %s", op.Op)))
+		}
+	}()
+	h, ok := handlers[op.Op]
+	if !ok {
+		ch.Close(wire.EncodeResult(nil, wire.Errorf(wire.CodeUnsupported, "unknown op %q", op.Op)))
+		return
+	}
+	h(s, ch, op.Args)
+}
+
+// handlers maps ops to their handlers. Unary ones return a result for the
+// Close frame; streaming ones manage the channel themselves. (Filled in init:
+// the handlers refer back to the Server methods that consult the map.)
+var handlers map[string]func(*Server, *wire.Channel, json.RawMessage)
+
+func init() {
+	handlers = map[string]func(*Server, *wire.Channel, json.RawMessage){
+		wire.OpPing:          unary(func(*Server, context.Context, struct{}) (any, error) { return nil, nil }),
+		wire.OpExec:          (*Server).execForeground,
+		wire.OpSpawn:         unary((*Server).spawn),
+		wire.OpListProcesses: unary(func(s *Server, _ context.Context, _ struct{}) (any, error) { return s.bg.list(), nil }),
+		wire.OpAttach:        (*Server).attach,
+		wire.OpSignal:        unary((*Server).signalBackground),
+		wire.OpWait:          unary((*Server).waitBackground),
+		wire.OpWriteFile:     (*Server).writeFile,
+		wire.OpReadFile:      (*Server).readFile,
+		wire.OpStat:          unary((*Server).stat),
+		wire.OpListDir:       unary((*Server).listDir),
+		wire.OpRemove:        unary((*Server).remove),
+		wire.OpMkdir:         unary((*Server).mkdir),
+		wire.OpSubscribe:     (*Server).subscribe,
+		wire.OpReseed:        unary((*Server).reseed),
+		wire.OpSetNetwork:    unary((*Server).setNetwork),
+		wire.OpSetClock:      unary((*Server).setClock),
+		wire.OpResetVsock:    (*Server).resetVsockOp,
+	}
+}
+
+// unary adapts a request→result function to a channel handler.
+func unary[A any](f func(*Server, context.Context, A) (any, error)) func(*Server, *wire.Channel, json.RawMessage) {
+	return func(s *Server, ch *wire.Channel, raw json.RawMessage) {
+		var a A
+		if err := decodeArgs(raw, &a); err != nil {
+			ch.Close(wire.EncodeResult(nil, err))
+			return
+		}
+		v, err := f(s, ch.Context(), a)
+		ch.Close(wire.EncodeResult(v, err))
+	}
+}
+
+func decodeArgs(raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return wire.Errorf(wire.CodeInvalid, "bad arguments: %v", err)
+	}
+	return nil
+}
+
+func (s *Server) resetVsockOp(ch *wire.Channel, _ json.RawMessage) {
+	ch.Close(wire.EncodeResult(nil, nil)) // answer before this connection goes too
+	s.resetVsock()
+}
