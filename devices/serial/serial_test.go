@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -450,3 +453,27 @@ func checkInvariants(t *testing.T, s *Serial) {
 }
 
 var _ devices.Interrupt = failLine{}
+
+// BenchmarkTHR measures one guest byte of console output with its interrupt
+// edge: to io.Discard (the device's own cost) and to a regular file (the
+// write-through cost the monitor pays per byte, see doc.go).
+func BenchmarkTHR(b *testing.B) {
+	file, err := os.Create(filepath.Join(b.TempDir(), "console.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer file.Close()
+	for _, bc := range []struct {
+		name string
+		out  io.Writer
+	}{{"discard", io.Discard}, {"file", file}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := New(Config{Out: bc.out, IRQ: new(devicestest.Line)})
+			s.Write(regIER, []byte{ierTHRE})
+			data := []byte{'x'}
+			for b.Loop() {
+				s.Write(regData, data)
+			}
+		})
+	}
+}
