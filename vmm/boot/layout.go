@@ -89,6 +89,7 @@ const (
 	I8042Data = 0x60
 	I8042Cmd  = 0x64
 	PortDebug = 0x80 // POST code port, ignored
+	RTCPort   = 0x70 // CMOS index, then data at 0x71
 )
 
 // Region is a half-open guest-physical range [Start, Start+Size).

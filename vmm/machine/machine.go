@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/boxd-dev/boxd/devices"
+	"github.com/boxd-dev/boxd/devices/boottimer"
 	"github.com/boxd-dev/boxd/devices/power"
 	"github.com/boxd-dev/boxd/devices/serial"
 	"github.com/boxd-dev/boxd/vmm/boot"
@@ -100,6 +101,7 @@ type Machine struct {
 
 	PIO, MMIO devices.Bus
 	Serial    *serial.Serial
+	BootTimer *boottimer.Timer
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -289,6 +291,7 @@ func (m *Machine) Start() error {
 	}
 	m.state = Running
 	m.started = time.Now()
+	m.BootTimer.SetStart(m.started)
 	for _, v := range m.vcpus {
 		m.wg.Add(1)
 		go func() {

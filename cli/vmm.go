@@ -1,0 +1,177 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/boxd-dev/boxd/vmm/machine"
+)
+
+// processStart is taken when the cli package initializes, as close to process
+// start as Go code gets; the monitor reports its setup time from it.
+var processStart = time.Now()
+
+// Exit statuses of "boxd vmm", so a supervisor can tell a clean stop from a crash.
+const (
+	vmmExitPoweroff = 0 // guest powered off, or the monitor was told to stop
+	vmmExitError    = 1 // the monitor failed (bad arguments, KVM error)
+	vmmExitReboot   = 3 // guest asked to reboot: restart it
+	vmmExitCrash    = 4 // guest crashed: triple fault, KVM could not run it, kernel panic
+)
+
+// DefaultCmdline is prepended to --cmdline: a serial console, reboot through
+// the i8042 (which the monitor turns into an exit), reboot at once on panic,
+// and no probing of hardware a boxd VM does not have.
+const DefaultCmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
+
+type vmmFlags struct {
+	kernel, initrd, cmdline, console string
+	cpus, memMiB                     int
+	memDir                           string
+	resultJSON                       string
+	timing                           bool
+}
+
+func newVMMCmd() *cobra.Command {
+	var f vmmFlags
+	cmd := &cobra.Command{
+		Use:   "vmm --kernel VMLINUX [flags]",
+		Short: "Run one VM in the foreground (the per-VM monitor the daemon spawns)",
+		Long: `Run one microVM in this process until the guest powers off, reboots or crashes.
+
+The kernel is an ELF vmlinux (booted through its PVH entry) or a bzImage (the
+64-bit Linux boot protocol). The guest's serial console goes to --console.
+
+Exit status:
+  0  the guest powered off (or the monitor got SIGINT/SIGTERM and stopped it)
+  1  the monitor failed (bad arguments, KVM error)
+  3  the guest asked to reboot (a supervisor restarts it)
+  4  the guest crashed (triple fault, KVM could not run it, kernel panic)
+
+The kernel command line is "` + DefaultCmdline + `" followed by --cmdline.`,
+		Example: `  boxd vmm --kernel vmlinux --initrd initramfs.cpio.gz --cpus 2 --mem-mib 512
+  boxd vmm --kernel vmlinux --initrd rd.gz --cmdline 'rdinit=/bin/sh' --console guest.log`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runVMM(cmd, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.kernel, "kernel", "", "guest kernel: ELF vmlinux with a PVH note, or bzImage (required)")
+	fl.StringVar(&f.initrd, "initrd", "", "initramfs to load (optional)")
+	fl.StringVar(&f.cmdline, "cmdline", "", "extra kernel command-line arguments")
+	fl.IntVar(&f.cpus, "cpus", 1, "number of vCPUs")
+	fl.IntVar(&f.memMiB, "mem-mib", 256, "guest memory in MiB")
+	fl.StringVar(&f.console, "console", "-", `where the serial console goes: a file path, or "-" for stdout (stdin is then forwarded to the guest)`)
+	fl.StringVar(&f.memDir, "mem-dir", "", "back guest RAM with a file in this folder (a tmpfs) instead of a memfd")
+	fl.StringVar(&f.resultJSON, "result-json", "", "write how the VM ended as JSON to this file")
+	fl.BoolVar(&f.timing, "timing", false, "print the monitor's setup time and the VM's run time to stderr")
+	cmd.MarkFlagRequired("kernel")
+	return cmd
+}
+
+type vmmResult struct {
+	Result     string  `json:"result"` // poweroff, reboot, crash, host-stop
+	Detail     string  `json:"detail"`
+	ExitStatus int     `json:"exit_status"`
+	SetupMs    float64 `json:"setup_ms"`
+	RunMs      float64 `json:"run_ms"`
+}
+
+func runVMM(cmd *cobra.Command, f vmmFlags) error {
+	stderr := cmd.ErrOrStderr()
+	var console io.Writer = cmd.OutOrStdout()
+	interactive := f.console == "-"
+	if !interactive {
+		c, err := os.OpenFile(f.console, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
+		defer c.Close()
+		console = c
+	}
+	if _, err := os.Stat(f.kernel); err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	cmdline := strings.TrimSpace(DefaultCmdline + " " + f.cmdline)
+	m, err := machine.New(machine.Config{
+		CPUs:    f.cpus,
+		MemMiB:  f.memMiB,
+		MemDir:  f.memDir,
+		Load:    machine.LinuxLoader(f.kernel, f.initrd, cmdline, f.cpus),
+		Console: console,
+		Log:     stderr,
+	})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+			m.Stop()
+		case <-m.Done():
+		}
+	}()
+	if interactive {
+		// Forwarding stops with the process; a blocked read of stdin is not
+		// interruptible, and the monitor exits right after the VM stops.
+		go forwardInput(cmd.InOrStdin(), m)
+	}
+	if err := m.Start(); err != nil {
+		return err
+	}
+	setup := time.Since(processStart)
+	startRun := time.Now()
+	r := m.Wait()
+	run := time.Since(startRun)
+
+	status := vmmExitPoweroff
+	switch r.Kind {
+	case machine.Reboot:
+		status = vmmExitReboot
+	case machine.Crash:
+		status = vmmExitCrash
+	}
+	if f.timing {
+		fmt.Fprintf(stderr, "boxd vmm: setup %.2f ms, ran %.1f ms\n", ms(setup), ms(run))
+	}
+	fmt.Fprintf(stderr, "boxd vmm: %s: %s\n", r.Kind, r.Detail)
+	if f.resultJSON != "" {
+		b, _ := json.Marshal(vmmResult{Result: r.Kind.String(), Detail: r.Detail, ExitStatus: status, SetupMs: ms(setup), RunMs: ms(run)})
+		if err := os.WriteFile(f.resultJSON, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("result: %w", err)
+		}
+	}
+	if status != 0 {
+		return &exitError{code: status}
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func forwardInput(in io.Reader, m *machine.Machine) {
+	buf := make([]byte, 256)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			m.Serial.Enqueue(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
