@@ -81,6 +81,9 @@ func TestLayoutNoOverlap(t *testing.T) {
 
 	gap := []namedRegion{
 		{"boot timer", BootTimerAddr, BootTimerAddr + BootTimerSize},
+		{"power register", PowerAddr, PowerAddr + PowerSize},
+		{"kvm identity map", KVMIdentityMapAddr, KVMIdentityMapAddr + 0x1000},
+		{"kvm tss", KVMTSSAddr, KVMTSSAddr + 0x3000},
 		{"virtio-mmio", VirtioMMIOBase, VirtioMMIOBase + VirtioMMIOMax*VirtioMMIOStride},
 		{"ioapic", IOAPICAddr, IOAPICAddr + 0x1000},
 		{"lapic", LAPICAddr, LAPICAddr + 0x1000},
