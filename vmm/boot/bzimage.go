@@ -30,6 +30,8 @@ const (
 	xloadflagsOff    = 0x236
 	cmdlineSizeOff   = 0x238
 	hwSubarchOff     = 0x23c
+	hwSubarchDataOff = 0x240
+	setupDataOff     = 0x250
 	prefAddressOff   = 0x258
 	initSizeOff      = 0x260
 
@@ -198,14 +200,16 @@ func zeroPage(h *setupHeader, initrd Region, mm []memEntry) ([]byte, error) {
 	zp[loadflagsOff] = h.loadflags | canUseHeap
 	le.PutUint16(zp[heapEndPtrOff:], heapEndPtr)
 	le.PutUint32(zp[cmdLinePtrOff:], CmdlineAddr)
+	// Fields the loader owns are set whatever the image carried in them: a
+	// header must not smuggle in an initrd or a setup_data chain of its own.
 	le.PutUint32(zp[hwSubarchOff:], 0) // default x86/PC
-	if initrd.Size > 0 {
-		if initrd.End() > 1<<32 {
-			return nil, fmt.Errorf("%w: initrd at %#x is above 4 GiB", ErrNoSpace, initrd.Start)
-		}
-		le.PutUint32(zp[ramdiskImageOff:], uint32(initrd.Start))
-		le.PutUint32(zp[ramdiskSizeOff:], uint32(initrd.Size))
+	le.PutUint64(zp[hwSubarchDataOff:], 0)
+	le.PutUint64(zp[setupDataOff:], 0)
+	if initrd.End() > 1<<32 {
+		return nil, fmt.Errorf("%w: initrd at %#x is above 4 GiB", ErrNoSpace, initrd.Start)
 	}
+	le.PutUint32(zp[ramdiskImageOff:], uint32(initrd.Start))
+	le.PutUint32(zp[ramdiskSizeOff:], uint32(initrd.Size))
 	if len(mm) > e820Max {
 		return nil, fmt.Errorf("%d e820 entries, at most %d fit", len(mm), e820Max)
 	}

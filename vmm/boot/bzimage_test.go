@@ -38,6 +38,8 @@ func zeroPageFields(t *testing.T, mem *fakeMem) map[string]uint64 {
 		"xloadflags":       mem.u16(t, z+0x236),
 		"cmdline_size":     mem.u32(t, z+0x238),
 		"hardware_subarch": mem.u32(t, z+0x23c),
+		"setup_data":       mem.u64(t, z+0x250),
+		"subarch_data":     mem.u64(t, z+0x240),
 		"pref_address":     mem.u64(t, z+0x258),
 		"init_size":        mem.u32(t, z+0x260),
 		"e820_entries":     mem.u8(t, z+0x1e8),
@@ -81,6 +83,8 @@ func TestBzImageZeroPage(t *testing.T) {
 		"xloadflags":       3,
 		"cmdline_size":     2047,
 		"hardware_subarch": 0,
+		"setup_data":       0,
+		"subarch_data":     0,
 		"pref_address":     0x1000000,
 		"init_size":        0x800000,
 		"e820_entries":     3,
@@ -372,5 +376,17 @@ func TestDebianBzImage(t *testing.T) {
 		if diff := cmp.Diff(wantE820, readE820(t, mem)); diff != "" {
 			t.Errorf("e820 (-want +got):\n%s", diff)
 		}
+	}
+}
+
+// The synthetic header presets ramdisk_image/size, cmd_line_ptr and
+// setup_data; without an initrd the loader's zeros must win.
+func TestBzImageLoaderOwnedFields(t *testing.T) {
+	mem, _ := loadSynthetic(t, defaultBzSpec().build(), 128*mib)
+	f := zeroPageFields(t, mem)
+	got := map[string]uint64{"ramdisk_image": f["ramdisk_image"], "ramdisk_size": f["ramdisk_size"], "cmd_line_ptr": f["cmd_line_ptr"], "setup_data": f["setup_data"]}
+	want := map[string]uint64{"ramdisk_image": 0, "ramdisk_size": 0, "cmd_line_ptr": CmdlineAddr, "setup_data": 0}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("loader-owned fields (-want +got):\n%s", diff)
 	}
 }

@@ -68,6 +68,12 @@ func (s bzSpec) build() []byte {
 	le.PutUint32(img[cmdlineSizeOff:], s.cmdlineSize)
 	le.PutUint64(img[prefAddressOff:], s.prefAddress)
 	le.PutUint32(img[initSizeOff:], s.initSize)
+	// Loader-owned fields a hostile header might preset.
+	le.PutUint32(img[ramdiskImageOff:], 0x4000000)
+	le.PutUint32(img[ramdiskSizeOff:], 0x1000)
+	le.PutUint64(img[setupDataOff:], 0x9000)
+	le.PutUint64(img[hwSubarchDataOff:], 0x9000)
+	le.PutUint32(img[cmdLinePtrOff:], 0x9000)
 	// Bytes just past the header must not be copied into the zero page.
 	for i := hdrMagicOff + int(s.headerLen); i < setupHeaderLimit && i < len(img); i++ {
 		img[i] = 0xcc
