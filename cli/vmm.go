@@ -78,12 +78,20 @@ The kernel command line is "` + DefaultCmdline + `" followed by --cmdline.`,
 	return cmd
 }
 
+// vmmResult is what --result-json writes (documented in docs/cli.md).
 type vmmResult struct {
 	Result     string  `json:"result"` // poweroff, reboot, crash, host-stop
 	Detail     string  `json:"detail"`
 	ExitStatus int     `json:"exit_status"`
-	SetupMs    float64 `json:"setup_ms"`
-	RunMs      float64 `json:"run_ms"`
+	SetupMs    float64 `json:"setup_ms"` // process start to the vCPUs starting
+	RunMs      float64 `json:"run_ms"`   // vCPUs starting to the VM stopping
+	// BootMarks are the guest's boot-timer writes, in ms after the vCPUs started.
+	BootMarks []bootMark `json:"boot_marks"`
+}
+
+type bootMark struct {
+	ID uint64  `json:"id"`
+	Ms float64 `json:"ms"`
 }
 
 func runVMM(cmd *cobra.Command, f vmmFlags) error {
@@ -150,7 +158,11 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 	}
 	fmt.Fprintf(stderr, "boxd vmm: %s: %s\n", r.Kind, r.Detail)
 	if f.resultJSON != "" {
-		b, _ := json.Marshal(vmmResult{Result: r.Kind.String(), Detail: r.Detail, ExitStatus: status, SetupMs: ms(setup), RunMs: ms(run)})
+		res := vmmResult{Result: r.Kind.String(), Detail: r.Detail, ExitStatus: status, SetupMs: ms(setup), RunMs: ms(run), BootMarks: []bootMark{}}
+		for _, mk := range m.BootTimer.Marks() {
+			res.BootMarks = append(res.BootMarks, bootMark{ID: mk.ID, Ms: ms(mk.At)})
+		}
+		b, _ := json.Marshal(res)
 		if err := os.WriteFile(f.resultJSON, append(b, '\n'), 0o644); err != nil {
 			return fmt.Errorf("result: %w", err)
 		}

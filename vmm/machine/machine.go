@@ -144,6 +144,16 @@ func New(cfg Config) (m *Machine, err error) {
 	if m.vm, err = m.sys.CreateVM(); err != nil {
 		return nil, err
 	}
+	// Memory slots go in before the irqchip and PIT exist: once they do, every
+	// slot change waits for an SRCU grace period (measured: 7 ms against 50 µs).
+	if m.ram, err = memory.New(uint64(cfg.MemMiB)<<20, memory.Options{Dir: cfg.MemDir}); err != nil {
+		return nil, err
+	}
+	for i, r := range m.ram.Regions() {
+		if err = m.vm.SetUserMemoryRegion(uint32(i), 0, r.GPA, m.ram.Host(r)); err != nil {
+			return nil, err
+		}
+	}
 	if err = m.vm.SetTSSAddr(boot.KVMTSSAddr); err != nil {
 		return nil, err
 	}
@@ -155,14 +165,6 @@ func New(cfg Config) (m *Machine, err error) {
 	}
 	if err = m.vm.CreatePIT2(); err != nil {
 		return nil, err
-	}
-	if m.ram, err = memory.New(uint64(cfg.MemMiB)<<20, memory.Options{Dir: cfg.MemDir}); err != nil {
-		return nil, err
-	}
-	for i, r := range m.ram.Regions() {
-		if err = m.vm.SetUserMemoryRegion(uint32(i), 0, r.GPA, m.ram.Host(r)); err != nil {
-			return nil, err
-		}
 	}
 	if err = m.addPlatformDevices(); err != nil {
 		return nil, err

@@ -1,0 +1,209 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/boxd-dev/boxd/internal/initrd"
+)
+
+// BootInit is PID 1 of the boot benchmark: it reports the guest's uptime at init
+// and reboots at once (boxd's monitor exits on the reset, QEMU on -no-reboot).
+const BootInit = `#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+echo "BENCH-INIT uptime=$(/bin/busybox cut -d' ' -f1 /proc/uptime)"
+/bin/busybox reboot -f
+`
+
+// BootCmdline is given to both monitors (boxd adds nothing else when --cmdline
+// is empty; see cli.DefaultCmdline, which this must equal).
+const BootCmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
+
+// BootConfig describes a boot benchmark.
+type BootConfig struct {
+	Boxd   string // path of the boxd binary
+	QEMU   string // path of qemu-system-x86_64; "" skips the QEMU side
+	Kernel string // vmlinux (PVH)
+	Initrd string // "" writes a busybox initramfs running BootInit
+	CPUs   int
+	MemMiB int
+	Runs   int
+	Out    io.Writer
+}
+
+// bootSample is one boot.
+type bootSample struct {
+	initMs   float64 // exec of the monitor to the init's console line (host clock)
+	exitMs   float64 // exec to the monitor's exit
+	uptimeMs float64 // the guest's own uptime at init (kernel start to init)
+	rssKiB   float64 // boxd only: monitor RSS excluding guest RAM, sampled at init
+}
+
+// Boot boots the kernel Runs times under each monitor, alternating, and prints
+// a report.
+func Boot(ctx context.Context, cfg BootConfig) error {
+	if cfg.Runs < 1 {
+		return errors.New("bench: runs must be at least 1")
+	}
+	if cfg.Initrd == "" {
+		dir, err := os.MkdirTemp("", "boxd-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Initrd = filepath.Join(dir, "initramfs.cpio")
+		if err := initrd.Write(cfg.Initrd, BootInit); err != nil {
+			return err
+		}
+	}
+	boxdArgs := []string{cfg.Boxd, "vmm", "--kernel", cfg.Kernel, "--initrd", cfg.Initrd,
+		"--cpus", strconv.Itoa(cfg.CPUs), "--mem-mib", strconv.Itoa(cfg.MemMiB), "--console", "-"}
+	qemuArgs := []string{cfg.QEMU, "-M", "microvm,x-option-roms=off,rtc=off,acpi=off", "-accel", "kvm", "-cpu", "host",
+		"-m", strconv.Itoa(cfg.MemMiB), "-smp", strconv.Itoa(cfg.CPUs), "-nodefaults", "-no-user-config",
+		"-display", "none", "-no-reboot", "-serial", "stdio",
+		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", BootCmdline}
+
+	var boxd, qemu []bootSample
+	for i := range cfg.Runs {
+		s, err := bootOnce(ctx, boxdArgs, true)
+		if err != nil {
+			return fmt.Errorf("bench: boxd run %d: %w", i, err)
+		}
+		boxd = append(boxd, s)
+		if cfg.QEMU != "" {
+			s, err := bootOnce(ctx, qemuArgs, false)
+			if err != nil {
+				return fmt.Errorf("bench: qemu run %d: %w", i, err)
+			}
+			qemu = append(qemu, s)
+		}
+		fmt.Fprintf(os.Stderr, "\rbench: boot %d/%d", i+1, cfg.Runs)
+	}
+	fmt.Fprintln(os.Stderr)
+	reportBoot(cfg, boxd, qemu)
+	return nil
+}
+
+func bootOnce(ctx context.Context, argv []string, sampleRSS bool) (bootSample, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return bootSample{}, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return bootSample{}, err
+	}
+	var s bootSample
+	seen := false
+	var console strings.Builder
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		console.WriteString(line + "\n")
+		if i := strings.Index(line, "BENCH-INIT uptime="); i >= 0 && !seen {
+			seen = true
+			s.initMs = msSince(start)
+			if up, err := strconv.ParseFloat(strings.TrimSpace(line[i+len("BENCH-INIT uptime="):]), 64); err == nil {
+				s.uptimeMs = up * 1000
+			}
+			if sampleRSS {
+				s.rssKiB = monitorRSS(cmd.Process.Pid)
+			}
+		}
+	}
+	err = cmd.Wait()
+	s.exitMs = msSince(start)
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ctx.Err() == nil) {
+		return s, fmt.Errorf("%v\n%s", err, stderr.String())
+	}
+	if !seen {
+		return s, fmt.Errorf("guest never reached init\nstderr:\n%s\nconsole:\n%s", stderr.String(), console.String())
+	}
+	return s, nil
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+
+// monitorRSS is the monitor's resident memory that is not guest RAM: guest RAM
+// is a shared memfd mapping (RssShmem), everything else is the monitor's own.
+func monitorRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "RssAnon:" || f[0] == "RssFile:") {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			total += v
+		}
+	}
+	return total
+}
+
+func column(ss []bootSample, f func(bootSample) float64) []float64 {
+	out := make([]float64, len(ss))
+	for i, s := range ss {
+		out[i] = f(s)
+	}
+	return out
+}
+
+func reportBoot(cfg BootConfig, boxd, qemu []bootSample) {
+	w := cfg.Out
+	fmt.Fprintf(w, "boot benchmark: %s\n", Environment())
+	fmt.Fprintf(w, "kernel %s, %d vCPU, %d MiB, %d runs each, alternating\n", cfg.Kernel, cfg.CPUs, cfg.MemMiB, cfg.Runs)
+	fmt.Fprintln(w, "times in ms; init = monitor exec to the init's first console line (host clock);")
+	fmt.Fprintln(w, "guest = kernel start to init by the guest's own clock; exit = exec to monitor exit")
+	row := func(name string, ss []bootSample) (Summary, Summary) {
+		ini := Summarize(column(ss, func(s bootSample) float64 { return s.initMs }))
+		up := Summarize(column(ss, func(s bootSample) float64 { return s.uptimeMs }))
+		ex := Summarize(column(ss, func(s bootSample) float64 { return s.exitMs }))
+		fmt.Fprintf(w, "  %-5s init   %s\n", name, ini)
+		fmt.Fprintf(w, "  %-5s guest  %s\n", name, up)
+		fmt.Fprintf(w, "  %-5s exit   %s\n", name, ex)
+		return ini, up
+	}
+	bi, bu := row("boxd", boxd)
+	rss := Summarize(column(boxd, func(s bootSample) float64 { return s.rssKiB / 1024 }))
+	fmt.Fprintf(w, "  boxd monitor RSS beyond guest RAM (MiB): %s\n", rss)
+	if len(qemu) > 0 {
+		qi, qu := row("qemu", qemu)
+		fmt.Fprintf(w, "ratio boxd/qemu (medians): init %.2f, guest %.2f  (target: init <= 0.5)\n", bi.Median/qi.Median, bu.Median/qu.Median)
+	}
+}
+
+// Environment says where the numbers come from: absolute latency only means
+// something on a host with hardware virtualization.
+func Environment() string {
+	cpu := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				cpu = strings.TrimSpace(line[strings.Index(line, ":")+1:])
+				break
+			}
+		}
+	}
+	where := "host"
+	if os.Getenv("BOXD_NESTED") == "1" {
+		where = "nested harness L1 (QEMU TCG, emulated SVM): absolute numbers are slow; compare ratios"
+	}
+	return fmt.Sprintf("%s, %s", where, cpu)
+}
