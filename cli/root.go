@@ -43,6 +43,9 @@ One binary plays every role: the host CLI, the daemon, the per-VM monitor
 	root.SetErr(stderr)
 	root.AddCommand(
 		newVersionCmd(),
+		newVMMCmd(),
+		newBenchCmd(),
+		newNestedCmd(),
 	)
 	return root
 }

@@ -1,0 +1,34 @@
+// Package nested runs a command inside an L1 virtual machine that has a
+// hardware-virtualization-backed /dev/kvm, on hosts whose own KVM cannot boot
+// a Linux guest (PVM, or no KVM at all). It is how boxd's end-to-end tests and
+// boxd itself run on CI machines and cloud VMs without VT-x/AMD-V.
+//
+// L1 is QEMU under pure software emulation (TCG) with an emulated AMD SVM CPU,
+// booting the host's own Debian kernel directly (-kernel/-initrd). The
+// initramfs is built here, in Go: static busybox, the init script (l1init.sh)
+// and the few modules L1 needs before it can reach the host's disk (virtio,
+// 9p, overlay, kvm-amd), resolved from the kernel's modules.dep. It is cached
+// outside the source tree, keyed by a hash of everything it contains.
+//
+// Inside L1 the host's root is mounted read-only over virtio-9p and the
+// command runs chrooted into it, in the caller's working directory, so a
+// binary built on the host runs unchanged in L1. /tmp, /var/tmp and $HOME are
+// overlays (host contents visible, writes kept in L1 memory and discarded),
+// and one output directory is shared writable at the same path as on the
+// host. Every other module of the same kernel is available to modprobe
+// inside the chroot, because the host's /lib/modules is visible there.
+//
+// The command's stdout and stderr stream live to the caller over two
+// virtio-serial ports; a third port carries the init's control lines
+// ("ready", "exit N", "error ..."). The serial console carries only kernel
+// messages and is shown when L1 fails.
+//
+// Invariants:
+//   - The QEMU process never outlives Run: it runs in its own process group
+//     with Pdeathsig=SIGKILL, and the group is killed on timeout, on context
+//     cancellation and on every error path before Run returns.
+//   - The cached initramfs is only ever replaced by an atomic rename of a
+//     complete file, so a concurrent run never boots a half-written one.
+//   - Nothing in the host filesystem is written except the output directory,
+//     the cache directory and a per-run temporary directory that Run removes.
+package nested

@@ -1,0 +1,397 @@
+package nested
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ErrTimeout is wrapped by Run's error when the command did not finish within
+// Config.Timeout.
+var ErrTimeout = errors.New("nested: timed out")
+
+// DefaultTimeout bounds a run when Config.Timeout is zero.
+const DefaultTimeout = 30 * time.Minute
+
+// Config describes one command to run with a hardware-backed /dev/kvm.
+type Config struct {
+	Cmd     []string      // argv; Cmd[0] is looked up in Env's PATH. Required.
+	Dir     string        // working directory; default the caller's
+	Env     []string      // environment; default os.Environ()
+	OutDir  string        // writable directory shared with L1 at the same path, created if missing; "" for none
+	Timeout time.Duration // default DefaultTimeout
+	Mem     int           // L1 memory in MiB; default half the host's RAM, at most 8 GiB
+	CPUs    int           // L1 vCPUs; default the host's CPU count
+	ForceL1 bool          // boot L1 even when the host has hardware virtualization
+
+	// Stdout and Stderr receive the command's output as it is produced; nil
+	// discards it. Log receives the harness's own messages: L1's readiness
+	// time, QEMU's warnings, and with Verbose L1's serial console.
+	Stdout, Stderr, Log io.Writer
+	Verbose             bool
+
+	onStart func(pid int) // tests: called with the PID of QEMU (or of a direct command)
+}
+
+// Run runs cfg.Cmd and returns its exit status. When the host has hardware
+// virtualization (HostHasHardwareKVM) and cfg.ForceL1 is false the command
+// runs directly on the host; otherwise it runs inside an L1 VM (see the
+// package comment). The command's stdin is /dev/null.
+//
+// A non-nil error means the command's status is unknown: the harness failed
+// (a *MissingError names a missing package), the timeout passed (ErrTimeout)
+// or ctx was cancelled. Run returns only after QEMU, or the command's process
+// group in a direct run, is gone.
+func Run(ctx context.Context, cfg Config) (int, error) {
+	hw, reason := HostHasHardwareKVM()
+	return run(ctx, cfg, hw && !cfg.ForceL1, reason)
+}
+
+// run runs cfg directly on the host or in L1; why says why, for direct runs.
+func run(ctx context.Context, cfg Config, direct bool, why string) (int, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return -1, err
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, cfg.Timeout, ErrTimeout)
+	defer cancel()
+	if direct {
+		fmt.Fprintf(cfg.Log, "nested: %s; running the command on the host\n", why)
+		return runDirect(ctx, cfg)
+	}
+	return runL1(ctx, cfg)
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	if len(cfg.Cmd) == 0 || cfg.Cmd[0] == "" {
+		return cfg, errors.New("nested: no command")
+	}
+	var err error
+	if cfg.Dir == "" {
+		if cfg.Dir, err = os.Getwd(); err != nil {
+			return cfg, fmt.Errorf("nested: %w", err)
+		}
+	}
+	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
+		return cfg, fmt.Errorf("nested: %w", err)
+	}
+	if cfg.Env == nil {
+		cfg.Env = os.Environ()
+	}
+	if cfg.OutDir != "" {
+		if cfg.OutDir, err = filepath.Abs(cfg.OutDir); err != nil {
+			return cfg, fmt.Errorf("nested: %w", err)
+		}
+		// The directory must exist on the host before L1 can mount over it.
+		if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+			return cfg, fmt.Errorf("nested: output directory: %w", err)
+		}
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Mem <= 0 {
+		cfg.Mem = defaultMemMiB()
+	}
+	if cfg.CPUs <= 0 {
+		cfg.CPUs = runtime.NumCPU()
+	}
+	// Every writer is used from several goroutines, and callers often pass
+	// the same one twice (stderr as Stderr and Log), so one lock guards all.
+	var mu sync.Mutex
+	cfg.Stdout = lockedWriter(&mu, cfg.Stdout)
+	cfg.Stderr = lockedWriter(&mu, cfg.Stderr)
+	cfg.Log = lockedWriter(&mu, cfg.Log)
+	return cfg, nil
+}
+
+// defaultMemMiB is half the host's RAM, at most 8 GiB and at least 1 GiB.
+// TCG allocates guest memory lazily, so this is a ceiling, not a cost.
+func defaultMemMiB() int {
+	var si syscall.Sysinfo_t
+	if err := syscall.Sysinfo(&si); err != nil {
+		return 4096
+	}
+	half := int(uint64(si.Totalram) * uint64(si.Unit) / 2 >> 20)
+	return max(1024, min(8192, half))
+}
+
+type syncWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (s syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func lockedWriter(mu *sync.Mutex, w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return syncWriter{mu: mu, w: w}
+}
+
+// runL1 boots L1 and runs the command in it.
+func runL1(ctx context.Context, cfg Config) (int, error) {
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return -1, &MissingError{What: "qemu-system-x86_64 (package qemu-system-x86)"}
+	}
+	k, err := FindKernel("/boot", "/lib/modules")
+	if err != nil {
+		return -1, err
+	}
+	initrd, err := l1Initramfs(cfg.Log, k)
+	if err != nil {
+		return -1, err
+	}
+	spec := runSpec{
+		cmd:      cfg.Cmd,
+		dir:      cfg.Dir,
+		env:      l1Env(cfg.Env, cfg.OutDir),
+		overlays: writableDirs(cfg.Env),
+		outDir:   cfg.OutDir,
+	}
+	if err := spec.validate(); err != nil {
+		return -1, fmt.Errorf("nested: %w", err)
+	}
+	// The spec directory reaches L1 through the read-only root share; only
+	// its name travels on the kernel command line, which splits on blanks.
+	specDir, err := os.MkdirTemp("", "boxd-nested-")
+	if err != nil {
+		return -1, fmt.Errorf("nested: %w", err)
+	}
+	defer os.RemoveAll(specDir)
+	if err := checkPath(specDir, false); err != nil || strings.ContainsAny(specDir, " \t") {
+		return -1, fmt.Errorf("nested: temporary directory %q cannot be named on a kernel command line; set TMPDIR", specDir)
+	}
+	if err := spec.write(specDir); err != nil {
+		return -1, fmt.Errorf("nested: %w", err)
+	}
+	args := qemuArgs(machine{
+		kernel:  k.Image,
+		initrd:  initrd,
+		memMiB:  cfg.Mem,
+		cpus:    cfg.CPUs,
+		specDir: specDir,
+		outDir:  cfg.OutDir,
+	})
+	return boot(ctx, cfg, qemu, args)
+}
+
+// l1Initramfs returns the path of L1's initramfs for kernel k, from the cache
+// or freshly built.
+func l1Initramfs(log io.Writer, k Kernel) (string, error) {
+	db, err := LoadModuleDB(k.ModulesDir)
+	if err != nil {
+		return "", fmt.Errorf("nested: %w", err)
+	}
+	mods, err := db.Resolve(initModules...)
+	if err != nil {
+		return "", fmt.Errorf("nested: kernel %s: %w", k.Version, err)
+	}
+	bb, err := findBusybox("/bin/busybox", "/usr/bin/busybox")
+	if err != nil {
+		return "", err
+	}
+	cache, err := CacheDir()
+	if err != nil {
+		return "", fmt.Errorf("nested: %w", err)
+	}
+	t0 := time.Now()
+	path, built, err := ensureInitramfs(cache, k.Version, initramfs{busybox: bb, init: l1Init, modules: mods})
+	if err != nil {
+		return "", fmt.Errorf("nested: %w", err)
+	}
+	if built {
+		fmt.Fprintf(log, "nested: built L1 initramfs for kernel %s in %.2fs: %s\n", k.Version, time.Since(t0).Seconds(), path)
+	}
+	return path, nil
+}
+
+// boot starts QEMU with args, streams the command's output, and returns the
+// command's exit status once QEMU is gone.
+func boot(ctx context.Context, cfg Config, qemu string, args []string) (int, error) {
+	// Pipes, in the order of the fd constants, then QEMU's own stdout+stderr.
+	var rs, ws [5]*os.File
+	for i := range rs {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(rs[:i])
+			closeAll(ws[:i])
+			return -1, fmt.Errorf("nested: %w", err)
+		}
+		rs[i], ws[i] = r, w
+	}
+	defer closeAll(rs[:])
+	cmd := exec.Command(qemu, args...)
+	cmd.ExtraFiles = ws[:4]
+	cmd.Stdout, cmd.Stderr = ws[4], ws[4]
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid: true,
+		// If boxd dies, the kernel kills QEMU. Pdeathsig follows the thread
+		// that forked, and the Go runtime never ends a thread that no
+		// goroutine has locked, so it lasts as long as this process.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	start := time.Now()
+	err := cmd.Start()
+	// Only QEMU holds the write ends now, so each reader sees EOF when it exits.
+	closeAll(ws[:])
+	if err != nil {
+		return -1, fmt.Errorf("nested: start %s: %w", qemu, err)
+	}
+	if cfg.onStart != nil {
+		cfg.onStart(cmd.Process.Pid)
+	}
+
+	st := &runState{}
+	var wg sync.WaitGroup
+	goRead := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	goRead(func() { readControl(rs[0], st, start, cfg.Log) })
+	goRead(func() { copyOut(cfg.Stdout, rs[1]) })
+	goRead(func() { copyOut(cfg.Stderr, rs[2]) })
+	var consoleLog io.Writer
+	if cfg.Verbose {
+		consoleLog = cfg.Log
+	}
+	goRead(func() {
+		filterLines(rs[3], consoleLog, "l1: ", func(l string) { st.mu.Lock(); st.console.add(l); st.mu.Unlock() })
+	})
+	goRead(func() {
+		filterLines(rs[4], cfg.Log, "qemu: ", func(l string) { st.mu.Lock(); st.qemu.add(l); st.mu.Unlock() })
+	})
+	waitErr := supervise(ctx, cmd)
+	wg.Wait()
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.exited {
+		return st.status, nil
+	}
+	if ctx.Err() != nil {
+		return -1, stopErr(ctx, cfg.Timeout, st.ready == 0)
+	}
+	what := "L1 stopped before the command finished"
+	if len(st.failures) > 0 {
+		what = "L1: " + strings.Join(st.failures, "; ")
+	}
+	return -1, fmt.Errorf("nested: %s (qemu: %v)%s", what, exitText(waitErr), st.details())
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// readControl follows the init's control lines until EOF.
+func readControl(r io.Reader, st *runState, start time.Time, log io.Writer) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		c, err := parseControl(sc.Text())
+		st.mu.Lock()
+		switch {
+		case err != nil:
+			st.failures = append(st.failures, err.Error())
+		case c.kind == "ready":
+			st.ready, st.uptime = time.Since(start), c.uptime
+			fmt.Fprintf(log, "nested: L1 ready in %.2fs (QEMU start to CMD start; L1 kernel uptime %.2fs)\n",
+				st.ready.Seconds(), st.uptime)
+		case c.kind == "exit":
+			st.exited, st.status = true, c.status
+		case c.kind == "error":
+			st.failures = append(st.failures, c.text)
+		}
+		st.mu.Unlock()
+	}
+	io.Copy(io.Discard, r)
+}
+
+// copyOut copies r to w until EOF. If w fails it keeps reading, so that the
+// guest's writes never back up into QEMU.
+func copyOut(w io.Writer, r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 && w != nil {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				w = nil
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// supervise waits for cmd, started as the leader of its own process group,
+// and kills the whole group with SIGKILL if ctx ends first.
+func supervise(ctx context.Context, cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		// The group leader is not reaped yet, so its PID is still the group's.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		return <-done
+	}
+}
+
+// stopErr explains why a run ended early through ctx.
+func stopErr(ctx context.Context, timeout time.Duration, notReady bool) error {
+	where := ""
+	if notReady {
+		where = " (L1 was not ready yet)"
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, ErrTimeout) {
+		return fmt.Errorf("%w after %s%s", ErrTimeout, timeout, where)
+	}
+	return fmt.Errorf("nested: stopped%s: %w", where, context.Cause(ctx))
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// details renders the console and QEMU tails for an error message.
+// The caller holds st.mu.
+func (st *runState) details() string {
+	var b strings.Builder
+	if len(st.console.lines) > 0 {
+		b.WriteString("\nL1 console (last lines):")
+		for _, l := range st.console.lines {
+			b.WriteString("\n  " + l)
+		}
+	}
+	if len(st.qemu.lines) > 0 {
+		b.WriteString("\nQEMU said:")
+		for _, l := range st.qemu.lines {
+			b.WriteString("\n  " + l)
+		}
+	}
+	return b.String()
+}
