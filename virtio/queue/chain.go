@@ -153,10 +153,27 @@ func (bs Buffers) Len() uint64 {
 // Range returns the buffers covering bytes [off, off+n) of the stream,
 // trimmed at both ends. It fails if the range is past the end.
 func (bs Buffers) Range(off, n uint64) (Buffers, error) {
+	return bs.AppendRange(nil, off, n)
+}
+
+// AppendRange is Range appending to dst, so a caller can reuse one slice
+// across requests.
+func (bs Buffers) AppendRange(dst Buffers, off, n uint64) (Buffers, error) {
+	err := bs.each(off, n, func(b Buffer, _ uint64) error {
+		dst = append(dst, b)
+		return nil
+	})
+	return dst, err
+}
+
+// each calls fn for every piece of stream bytes [off, off+n), with the
+// piece's offset from off. It fails before calling fn if the range is past
+// the end.
+func (bs Buffers) each(off, n uint64, fn func(b Buffer, done uint64) error) error {
 	if total := bs.Len(); off > total || n > total-off {
-		return nil, fmt.Errorf("range [%d, +%d) outside %d bytes", off, n, total)
+		return fmt.Errorf("range [%d, +%d) outside %d bytes", off, n, total)
 	}
-	var out Buffers
+	var done uint64
 	for _, b := range bs {
 		if n == 0 {
 			break
@@ -166,45 +183,36 @@ func (bs Buffers) Range(off, n uint64) (Buffers, error) {
 			continue
 		}
 		take := min(uint64(b.Len)-off, n)
-		out = append(out, Buffer{b.Addr + off, uint32(take)})
+		if err := fn(Buffer{b.Addr + off, uint32(take)}, done); err != nil {
+			return err
+		}
+		done += take
 		n -= take
 		off = 0
 	}
-	return out, nil
+	return nil
 }
 
 // ReadAt copies stream bytes [off, off+len(p)) from guest memory into p.
 func (bs Buffers) ReadAt(mem virtio.Memory, p []byte, off uint64) (int, error) {
-	sub, err := bs.Range(off, uint64(len(p)))
-	if err != nil {
-		return 0, err
-	}
-	done := 0
-	for _, b := range sub {
-		n, err := mem.ReadAt(p[done:done+int(b.Len)], int64(b.Addr))
-		done += n
-		if err != nil {
-			return done, err
-		}
-	}
-	return done, nil
+	n := 0
+	err := bs.each(off, uint64(len(p)), func(b Buffer, done uint64) error {
+		k, err := mem.ReadAt(p[done:done+uint64(b.Len)], int64(b.Addr))
+		n += k
+		return err
+	})
+	return n, err
 }
 
 // WriteAt copies p into stream bytes [off, off+len(p)) in guest memory.
 func (bs Buffers) WriteAt(mem virtio.Memory, p []byte, off uint64) (int, error) {
-	sub, err := bs.Range(off, uint64(len(p)))
-	if err != nil {
-		return 0, err
-	}
-	done := 0
-	for _, b := range sub {
-		n, err := mem.WriteAt(p[done:done+int(b.Len)], int64(b.Addr))
-		done += n
-		if err != nil {
-			return done, err
-		}
-	}
-	return done, nil
+	n := 0
+	err := bs.each(off, uint64(len(p)), func(b Buffer, done uint64) error {
+		k, err := mem.WriteAt(p[done:done+uint64(b.Len)], int64(b.Addr))
+		n += k
+		return err
+	})
+	return n, err
 }
 
 // ReadAll returns a copy of the whole readable part, or ErrTooLarge if it is

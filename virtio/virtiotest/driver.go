@@ -313,13 +313,16 @@ func (d *Driver) Reap() ([]Used, error) {
 // checks. It fails after timeout (a deadlock guard, not a timing assertion).
 func (d *Driver) Wait(irq *Interrupt, n int, timeout time.Duration) ([]Used, error) {
 	var out []Used
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+	var deadline *time.Timer
 	for {
 		got, err := d.Reap()
 		out = append(out, got...)
 		if err != nil || len(out) >= n {
 			return out, err
+		}
+		if deadline == nil {
+			deadline = time.NewTimer(timeout)
+			defer deadline.Stop()
 		}
 		select {
 		case <-irq.C():
