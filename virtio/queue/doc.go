@@ -24,11 +24,23 @@
 // Typical device loop, run on the device's worker after each notification:
 //
 //	for {
-//		c, err := q.Pop(mem) // nil, nil: ring empty and notifications re-enabled
-//		if err != nil { ... count; ChainError: q.Push(mem, head, 0); else fail the device }
-//		if c == nil { break }
-//		n := handle(c)
+//		c, err := q.Pop(mem) // (nil, nil): ring empty, notifications re-enabled
+//		var ce *queue.ChainError
+//		switch {
+//		case errors.As(err, &ce): // malformed chain: count it, hand it back
+//			q.Push(mem, ce.Head, 0)
+//			continue
+//		case errors.Is(err, queue.ErrInvalidChain): // bogus head: count it
+//			continue
+//		case err != nil: // corrupt ring: transport.Fail(err) and stop
+//			return
+//		case c == nil:
+//			return
+//		}
+//		n := handle(c) // bytes written into c.Writable
 //		q.Push(mem, c.Head, n)
-//		if q.NeedsInterrupt(mem) { transport.Signal(virtio.InterruptUsedBuffer) }
+//		if q.NeedsInterrupt(mem) {
+//			transport.Signal(virtio.InterruptUsedBuffer)
+//		}
 //	}
 package queue
