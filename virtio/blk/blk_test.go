@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -402,20 +403,20 @@ func TestMalformedChains(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A descriptor pointing outside RAM.
-	h3 := uint16(d.Free() - 1)
-	d.WriteDesc(h3, 0x1000, 16, 0, 0)
-	d.PushAvail(h3)
+	h3, err := d.Add([]queue.Buffer{{Addr: 0x1000, Len: 16}}, []queue.Buffer{d.Buf(1, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	d.Kick()
-	// h3 bypassed the driver's bookkeeping; only wait for what Reap knows.
-	used, err := d.Wait(e.irq, 2, timeout)
-	if err != nil && len(used) < 2 {
+	used, err := d.Wait(e.irq, 3, timeout)
+	if err != nil {
 		t.Fatal(err)
 	}
 	got := map[uint16]uint32{}
 	for _, u := range used {
 		got[u.Head] = u.Len
 	}
-	if got[h1] != 0 || got[h2] != 1 || d.Read(status)[0] != blk.StatusIOErr {
+	if got[h1] != 0 || got[h2] != 1 || got[h3] != 0 || d.Read(status)[0] != blk.StatusIOErr {
 		t.Errorf("used %v, status %d", used, d.Read(status)[0])
 	}
 	if n := e.dev.Stats().InvalidRequests.Load(); n != 3 {
@@ -456,9 +457,11 @@ func TestCorruptRingNeedsReset(t *testing.T) {
 
 // Close stops the worker: no goroutine outlives the device.
 func TestCloseStopsWorker(t *testing.T) {
-	before := runtime.NumGoroutine()
 	e := newEnv(t, 1<<20, blk.Config{}, allFeatures)
 	e.do1(request{typ: blk.TypeIn, in: 512})
+	if !workerRunning() {
+		t.Fatal("no worker goroutine while active")
+	}
 	if err := e.dev.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -466,12 +469,20 @@ func TestCloseStopsWorker(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 	e.dev.Notify(0) // harmless after Close
-	if after := runtime.NumGoroutine(); after != before {
-		t.Errorf("goroutines %d -> %d", before, after)
+	if workerRunning() {
+		t.Error("worker goroutine still running after Close")
 	}
 	if err := e.dev.Activate(e.mem, nil, 0, e.tr); err == nil {
 		t.Error("Activate after Close succeeded")
 	}
+}
+
+// workerRunning reports whether any blk worker goroutine exists. Close waits
+// for the worker to return, so this is exact right after it.
+func workerRunning() bool {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Contains(string(buf[:n]), "blk.(*worker).run")
 }
 
 func BenchmarkBlkRead4K(b *testing.B) {

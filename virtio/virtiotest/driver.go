@@ -277,36 +277,43 @@ func (d *Driver) SetNoInterrupt(on bool) {
 
 // Reap returns the used entries the device published since the last call,
 // frees their descriptors and, with EVENT_IDX, asks for an interrupt at the
-// next used entry (virtqueue_enable_cb). An entry whose head is not an
-// outstanding chain is an error: the device returned something it was not
-// given.
+// next used entry (virtqueue_enable_cb). Like Linux it re-checks the used
+// index after publishing used_event: an entry the device pushed before it
+// saw the new used_event would otherwise never be announced. An entry whose
+// head is not an outstanding chain is an error: the device returned
+// something it was not given.
 func (d *Driver) Reap() ([]Used, error) {
 	var out []Used
-	idx := d.UsedIdx()
-	if pending := idx - d.lastUsed; pending > d.size {
-		return nil, fmt.Errorf("used idx %d is %d ahead of %d", idx, pending, d.lastUsed)
-	}
-	for d.lastUsed != idx {
-		var b [8]byte
-		slot := uint64(d.lastUsed % d.size)
-		if _, err := d.mem.ReadAt(b[:], int64(d.used+4+8*slot)); err != nil {
-			return out, err
+	for {
+		idx := d.UsedIdx()
+		if pending := idx - d.lastUsed; pending > d.size {
+			return out, fmt.Errorf("used idx %d is %d ahead of %d", idx, pending, d.lastUsed)
 		}
-		id := binary.LittleEndian.Uint32(b[0:])
-		u := Used{Head: uint16(id), Len: binary.LittleEndian.Uint32(b[4:])}
-		ids, ok := d.chains[u.Head]
-		if id >= uint32(d.size) || !ok {
-			return out, fmt.Errorf("used entry %d: head %d not outstanding", d.lastUsed, id)
+		for d.lastUsed != idx {
+			var b [8]byte
+			slot := uint64(d.lastUsed % d.size)
+			if _, err := d.mem.ReadAt(b[:], int64(d.used+4+8*slot)); err != nil {
+				return out, err
+			}
+			id := binary.LittleEndian.Uint32(b[0:])
+			u := Used{Head: uint16(id), Len: binary.LittleEndian.Uint32(b[4:])}
+			ids, ok := d.chains[u.Head]
+			if id >= uint32(d.size) || !ok {
+				return out, fmt.Errorf("used entry %d: head %d not outstanding", d.lastUsed, id)
+			}
+			delete(d.chains, u.Head)
+			d.free = append(d.free, ids...)
+			out = append(out, u)
+			d.lastUsed++
 		}
-		delete(d.chains, u.Head)
-		d.free = append(d.free, ids...)
-		out = append(out, u)
-		d.lastUsed++
-	}
-	if d.eventIdx {
+		if !d.eventIdx {
+			return out, nil
+		}
 		d.SetUsedEvent(d.lastUsed)
+		if d.UsedIdx() == d.lastUsed {
+			return out, nil
+		}
 	}
-	return out, nil
 }
 
 // Wait reaps until at least n used entries arrived, sleeping on irq between
