@@ -38,6 +38,7 @@ type vmmFlags struct {
 	memDir                           string
 	resultJSON                       string
 	timing                           bool
+	disks                            []string
 }
 
 func newVMMCmd() *cobra.Command {
@@ -73,6 +74,7 @@ The kernel command line is "` + DefaultCmdline + `" followed by --cmdline.`,
 	fl.StringVar(&f.console, "console", "-", `where the serial console goes: a file path, or "-" for stdout (stdin is then forwarded to the guest)`)
 	fl.StringVar(&f.memDir, "mem-dir", "", "back guest RAM with a file in this folder (a tmpfs) instead of a memfd")
 	fl.StringVar(&f.resultJSON, "result-json", "", "write how the VM ended as JSON to this file")
+	fl.StringArrayVar(&f.disks, "disk", nil, "attach a virtio-blk disk: PATH[,ro][,id=SERIAL] (repeatable; the guest sees vda, vdb, ... in this order)")
 	fl.BoolVar(&f.timing, "timing", false, "print the monitor's setup time and the VM's run time to stderr")
 	cmd.MarkFlagRequired("kernel")
 	return cmd
@@ -110,7 +112,12 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		return fmt.Errorf("kernel: %w", err)
 	}
 	cmdline := strings.TrimSpace(DefaultCmdline + " " + f.cmdline)
+	devs, err := virtioDevices(f)
+	if err != nil {
+		return err
+	}
 	m, err := machine.New(machine.Config{
+		Virtio:  devs,
 		CPUs:    f.cpus,
 		MemMiB:  f.memMiB,
 		MemDir:  f.memDir,

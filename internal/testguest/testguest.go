@@ -60,12 +60,20 @@ func Print(port uint16, msg string, addr uint64, value uint32) []byte {
 	for i := range len(msg) {
 		code = append(code, 0xb0, msg[i], 0xee)
 	}
-	code = append(code, 0x48, 0xbb)
+	code = append(code, Store(addr, value)...)
+	return append(code, Spin...)
+}
+
+// Store returns 64-bit code for "mov rbx, addr; mov dword [rbx], value".
+func Store(addr uint64, value uint32) []byte {
+	code := []byte{0x48, 0xbb}
 	code = binary.LittleEndian.AppendUint64(code, addr)
 	code = append(code, 0xc7, 0x03)
-	code = binary.LittleEndian.AppendUint32(code, value)
-	return append(code, 0xeb, 0xfe)
+	return binary.LittleEndian.AppendUint32(code, value)
 }
+
+// Spin is "jmp $": the end of every test program.
+var Spin = []byte{0xeb, 0xfe}
 
 // Sum is the value SumLoop(n) reports.
 func Sum(n uint64) uint64 { return n * (n + 1) / 2 }

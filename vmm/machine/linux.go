@@ -14,7 +14,11 @@ import (
 // line, and sets up vCPU 0 to enter it. cpus is the machine's vCPU count (for
 // the MP table).
 func LinuxLoader(kernelPath, initrdPath, cmdline string, cpus int) Loader {
-	return func(mem *memory.RAM, bsp *kvm.VCPU) error {
+	return func(mem *memory.RAM, bsp *kvm.VCPU, extra string) error {
+		cmdline := cmdline
+		if extra != "" {
+			cmdline += " " + extra
+		}
 		k, err := os.Open(kernelPath)
 		if err != nil {
 			return fmt.Errorf("machine: kernel: %w", err)

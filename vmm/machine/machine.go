@@ -11,6 +11,7 @@ import (
 	"github.com/boxd-dev/boxd/devices/boottimer"
 	"github.com/boxd-dev/boxd/devices/power"
 	"github.com/boxd-dev/boxd/devices/serial"
+	"github.com/boxd-dev/boxd/virtio/mmio"
 	"github.com/boxd-dev/boxd/vmm/boot"
 	"github.com/boxd-dev/boxd/vmm/cpuid"
 	"github.com/boxd-dev/boxd/vmm/kvm"
@@ -18,9 +19,10 @@ import (
 	"github.com/boxd-dev/boxd/vmm/vcpu"
 )
 
-// Loader writes what the guest runs into RAM and returns vCPU 0's start state.
-// The default is a Linux kernel (Config.Kernel); tests pass tiny programs.
-type Loader func(mem *memory.RAM, bsp *kvm.VCPU) error
+// Loader writes what the guest runs into RAM and sets vCPU 0's start state.
+// cmdline is what the machine adds to the kernel command line (its virtio-mmio
+// devices); LinuxLoader appends it, tests with tiny programs ignore it.
+type Loader func(mem *memory.RAM, bsp *kvm.VCPU, cmdline string) error
 
 // Config describes a machine.
 type Config struct {
@@ -31,6 +33,11 @@ type Config struct {
 
 	// Load puts the guest in memory and sets vCPU 0's registers; see LinuxLoader.
 	Load Loader
+
+	// Virtio devices, mapped in this order from VirtioMMIOBase on GSIs from
+	// VirtioIRQBase. The machine owns them, even when New fails: it resets
+	// them on Close and closes those that implement io.Closer.
+	Virtio []mmio.Device
 
 	// Console receives the guest's serial output; nil discards it.
 	Console io.Writer
@@ -98,6 +105,8 @@ type Machine struct {
 	kvcpus []*kvm.VCPU
 	vcpus  []*vcpu.VCPU
 	irqs   []*irqLine
+	virtio []*virtioSlot
+	wgIO   sync.WaitGroup // kick-delivery goroutines
 
 	PIO, MMIO devices.Bus
 	Serial    *serial.Serial
@@ -136,6 +145,12 @@ func New(cfg Config) (m *Machine, err error) {
 	defer func() {
 		if err != nil {
 			m.Close()
+			// The machine owns cfg.Virtio: close those it never mapped.
+			for _, d := range cfg.Virtio[len(m.virtio):] {
+				if c, ok := d.(io.Closer); ok {
+					c.Close()
+				}
+			}
 		}
 	}()
 	if m.sys, err = kvm.Open(); err != nil {
@@ -169,10 +184,15 @@ func New(cfg Config) (m *Machine, err error) {
 	if err = m.addPlatformDevices(); err != nil {
 		return nil, err
 	}
+	for _, d := range cfg.Virtio {
+		if err = m.addVirtio(d); err != nil {
+			return nil, err
+		}
+	}
 	if err = m.createVCPUs(); err != nil {
 		return nil, err
 	}
-	if err = cfg.Load(m.ram, m.kvcpus[0]); err != nil {
+	if err = cfg.Load(m.ram, m.kvcpus[0], m.virtioCmdline()); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -402,6 +422,9 @@ func (m *Machine) Resume() error {
 // Close releases every resource. The machine must not be running.
 func (m *Machine) Close() error {
 	var errs []error
+	if m.vm != nil {
+		errs = append(errs, m.closeVirtio())
+	}
 	for _, l := range m.irqs {
 		errs = append(errs, l.close())
 	}

@@ -35,7 +35,7 @@ func (s *syncBuffer) String() string {
 // PVM hosts whatever IOPL says, and these programs are short enough for PVM's
 // ring-0 emulator.
 func programLoader(code []byte) Loader {
-	return func(mem *memory.RAM, bsp *kvm.VCPU) error {
+	return func(mem *memory.RAM, bsp *kvm.VCPU, _ string) error {
 		if err := testguest.Load(mem, code); err != nil {
 			return err
 		}
