@@ -1,0 +1,266 @@
+package net
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	stdnet "net"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/boxd-dev/boxd/virtio"
+	"github.com/boxd-dev/boxd/virtio/queue"
+)
+
+// Device is a virtio-net device (one receive and one transmit queue) over a
+// Backend. It implements mmio.Device.
+type Device struct {
+	cfg     Config
+	backend Backend
+	offl    Offloader // the backend, if it is one; else nil
+	offers  uint64
+	stats   Stats
+	linkUp  atomic.Bool
+
+	// epfd waits for kickfd (an eventfd Notify writes) and for readiness of
+	// the backend's fd. Both live from New to Close.
+	epfd, kickfd int
+	// running is true while a worker runs, so Notify skips the syscall
+	// when nobody listens.
+	running atomic.Bool
+	// backendDead is set by a worker when the backend hung up or failed a
+	// read; its fd is then out of the epoll set for good.
+	backendDead atomic.Bool
+
+	fdMu      sync.RWMutex // read-held while Notify writes kickfd; write-held while Close closes the fds
+	fdsClosed bool
+
+	mu       sync.Mutex // guards the lifecycle below
+	w        *worker    // the running worker, nil when not activated
+	closed   bool
+	interest uint32 // epoll events registered for the backend fd; owned by w while it runs
+}
+
+// New returns a network device for cfg. On success the device owns
+// cfg.Backend; on error the caller still does.
+func New(cfg Config) (*Device, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.MAC = append(stdnet.HardwareAddr(nil), cfg.MAC...)
+	d := &Device{cfg: cfg, backend: cfg.Backend, offers: offered(cfg), epfd: -1, kickfd: -1}
+	d.offl, _ = cfg.Backend.(Offloader)
+	d.linkUp.Store(true)
+	var err error
+	if d.kickfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("net: eventfd: %w", err)
+	}
+	if d.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+		unix.Close(d.kickfd)
+		return nil, fmt.Errorf("net: epoll_create1: %w", err)
+	}
+	fd := cfg.Backend.Fd()
+	for _, r := range []struct {
+		fd     int
+		events uint32
+	}{{d.kickfd, unix.EPOLLIN}, {fd, 0}} {
+		// The backend starts with no interest: the worker asks for
+		// readability only while the guest has receive buffers.
+		ev := unix.EpollEvent{Events: r.events, Fd: int32(r.fd)}
+		if err := unix.EpollCtl(d.epfd, unix.EPOLL_CTL_ADD, r.fd, &ev); err != nil {
+			unix.Close(d.epfd)
+			unix.Close(d.kickfd)
+			return nil, fmt.Errorf("net: epoll_ctl add fd %d: %w", r.fd, err)
+		}
+	}
+	if d.offl != nil {
+		if err := d.offl.SetOffload(0); err != nil {
+			unix.Close(d.epfd)
+			unix.Close(d.kickfd)
+			return nil, fmt.Errorf("net: %w", err)
+		}
+	}
+	return d, nil
+}
+
+// MAC returns the guest's MAC address.
+func (d *Device) MAC() stdnet.HardwareAddr { return append(stdnet.HardwareAddr(nil), d.cfg.MAC...) }
+
+// Stats returns the device's counters.
+func (d *Device) Stats() *Stats { return &d.stats }
+
+// Type implements mmio.Device.
+func (d *Device) Type() uint32 { return virtio.DeviceNet }
+
+// Features implements mmio.Device.
+func (d *Device) Features() uint64 { return d.offers }
+
+// QueueSizes implements mmio.Device: receive queue 0, transmit queue 1.
+func (d *Device) QueueSizes() []uint16 { return []uint16{d.cfg.QueueSize, d.cfg.QueueSize} }
+
+// ReadConfig implements mmio.Device.
+func (d *Device) ReadConfig(offset uint64, data []byte) {
+	clear(data)
+	var b [configLen]byte
+	encodeConfig(b[:], d.cfg, d.linkUp.Load())
+	if offset < configLen {
+		copy(data, b[offset:])
+	}
+}
+
+// WriteConfig implements mmio.Device. A VERSION_1 driver writes nothing
+// here (the MAC is writable only for legacy drivers), so writes are ignored.
+func (d *Device) WriteConfig(offset uint64, data []byte) {}
+
+// SetLinkUp sets the link status the guest reads (VIRTIO_NET_S_LINK_UP) and,
+// if the driver negotiated VIRTIO_NET_F_STATUS, tells it with a
+// configuration-change interrupt. The link starts up. Frames still flow
+// while the link is down; the guest stops using it.
+func (d *Device) SetLinkUp(up bool) {
+	if d.linkUp.Swap(up) == up {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.w != nil && d.w.features&FeatureStatus != 0 {
+		_ = d.w.t.Signal(virtio.InterruptConfigChange)
+	}
+}
+
+// Activate implements mmio.Device: it applies the negotiated offloads to
+// the backend and starts the worker.
+func (d *Device) Activate(mem virtio.Memory, queues []*queue.Queue, features uint64, t virtio.Transport) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return ErrClosed
+	case d.w != nil:
+		return errors.New("net: already active")
+	case len(queues) != 2:
+		return fmt.Errorf("net: %d queues, want 2", len(queues))
+	}
+	if err := checkFeatures(features); err != nil {
+		return err
+	}
+	if d.offl != nil {
+		if err := d.offl.SetOffload(rxOffload(features)); err != nil {
+			// The backend then hands over plain frames only, which every
+			// driver accepts: carry on.
+			d.stats.BackendErrors.Add(1)
+		}
+	}
+	d.w = newWorker(d, mem, queues[RxQueue], queues[TxQueue], features, t)
+	d.running.Store(true)
+	go d.w.run()
+	return nil
+}
+
+// Notify implements mmio.Device: it wakes the worker. It never blocks on
+// the guest or the backend.
+func (d *Device) Notify(q int) {
+	if (q != RxQueue && q != TxQueue) || !d.running.Load() {
+		return
+	}
+	d.kick()
+}
+
+// kick makes the worker's epoll_wait return.
+func (d *Device) kick() {
+	d.fdMu.RLock()
+	defer d.fdMu.RUnlock()
+	if d.fdsClosed {
+		return
+	}
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	// EAGAIN means the counter is saturated: the worker is awake anyway.
+	_, _ = unix.Write(d.kickfd, one[:])
+}
+
+// Reset implements mmio.Device: it stops the worker and waits for it, so
+// the device no longer touches guest memory when Reset returns. A frame read
+// from the backend but not yet delivered is dropped.
+func (d *Device) Reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopWorker()
+	if d.offl != nil {
+		// Until the next driver says what it accepts, frames the backend
+		// queues must be plain.
+		if err := d.offl.SetOffload(0); err != nil {
+			d.stats.BackendErrors.Add(1)
+		}
+	}
+}
+
+// stopWorker ends the worker, if any. mu held.
+func (d *Device) stopWorker() {
+	w := d.w
+	if w == nil {
+		return
+	}
+	w.stop.Store(true)
+	d.kick()
+	<-w.done
+	d.running.Store(false)
+	d.w = nil
+	if w.staged > 0 {
+		d.stats.RxDropped.Add(1)
+	}
+	// Interest from this activation must not wake the next one.
+	d.setInterest(0)
+	var buf [8]byte
+	_, _ = unix.Read(d.kickfd, buf[:]) // drop a stale kick
+}
+
+// setInterest registers events for the backend fd. Called by the running
+// worker, or with mu held when none runs.
+func (d *Device) setInterest(ev uint32) {
+	if ev == d.interest || d.backendDead.Load() {
+		return
+	}
+	fd := d.backend.Fd()
+	e := unix.EpollEvent{Events: ev, Fd: int32(fd)}
+	if err := unix.EpollCtl(d.epfd, unix.EPOLL_CTL_MOD, fd, &e); err != nil {
+		d.stats.BackendErrors.Add(1)
+		return
+	}
+	d.interest = ev
+}
+
+// markBackendDead takes the backend out of the epoll set for good: a
+// hung-up fd polls ready forever and would make the worker spin.
+func (d *Device) markBackendDead() {
+	if d.backendDead.Swap(true) {
+		return
+	}
+	d.stats.BackendErrors.Add(1)
+	fd := d.backend.Fd()
+	_ = unix.EpollCtl(d.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	d.interest = 0
+}
+
+// Close stops the device for good, releases its descriptors and closes the
+// backend. It must not race with the transport's calls (stop the vCPUs
+// first); a second Close does nothing.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopWorker()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	d.fdMu.Lock()
+	d.fdsClosed = true
+	unix.Close(d.epfd)
+	unix.Close(d.kickfd)
+	d.fdMu.Unlock()
+	if err := d.backend.Close(); err != nil {
+		return fmt.Errorf("net: close backend: %w", err)
+	}
+	return nil
+}
