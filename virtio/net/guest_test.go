@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	memBase = 0x1_0000_0000 // above 4 GiB, like RAM past the MMIO gap
+	memBase = 0x1_0000_0000    // above 4 GiB, like RAM past the MMIO gap
 	timeout = 30 * time.Second // deadlock guard only, never a timing assertion
 )
 
@@ -107,7 +107,14 @@ type guest struct {
 	txChains map[uint16][]queue.Buffer
 	rxFree   map[uint32][]queue.Buffer // recycled buffers by size
 	txFree   map[uint32][]queue.Buffer
-	used     []virtiotest.Used // receive entries not yet assembled into frames
+	used     []usedChain // receive entries not yet assembled into frames
+}
+
+// usedChain is a reaped receive entry with its buffers: the driver frees
+// descriptors at reap time, so the head alone soon names another chain.
+type usedChain struct {
+	virtiotest.Used
+	bufs []queue.Buffer
 }
 
 type guestOptions struct {
@@ -207,7 +214,10 @@ func (g *guest) reap() []virtiotest.Used {
 	if err != nil {
 		g.t.Fatalf("reap rx: %v", err)
 	}
-	g.used = append(g.used, u...)
+	for _, e := range u {
+		g.used = append(g.used, usedChain{e, g.rxChains[e.Head]})
+		delete(g.rxChains, e.Head)
+	}
 	tu, err := g.tx.Reap()
 	if err != nil {
 		g.t.Fatalf("reap tx: %v", err)
@@ -288,21 +298,17 @@ func (g *guest) tryFrame() (rxFrame, bool, error) {
 		data = append(data, p...)
 	}
 	for _, u := range g.used[:k] {
-		for _, b := range g.rxChains[u.Head] {
+		for _, b := range u.bufs {
 			g.rxFree[b.Len] = append(g.rxFree[b.Len], b)
 		}
-		delete(g.rxChains, u.Head)
 	}
 	g.used = g.used[k:]
 	return rxFrame{hdr: data[:HeaderLen], frame: data[HeaderLen:], buffers: k}, true, nil
 }
 
 // readUsed returns the bytes the device wrote into a used receive chain.
-func (g *guest) readUsed(u virtiotest.Used) ([]byte, error) {
-	bufs, ok := g.rxChains[u.Head]
-	if !ok {
-		return nil, fmt.Errorf("used head %d not outstanding", u.Head)
-	}
+func (g *guest) readUsed(u usedChain) ([]byte, error) {
+	bufs := u.bufs
 	if uint64(u.Len) > queue.Buffers(bufs).Len() {
 		return nil, fmt.Errorf("used len %d > chain %d", u.Len, queue.Buffers(bufs).Len())
 	}

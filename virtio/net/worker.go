@@ -41,10 +41,10 @@ type worker struct {
 	used    []usedElem     // scratch for pushing a merged frame
 
 	// Transmit side.
-	txPending *queue.Chain     // chain whose write hit EAGAIN; iov still describes it
-	iov       [][]byte         // the frame being written: header copy, then guest memory
-	hdr       [HeaderLen]byte  // the validated header, copied out of guest memory
-	bounce    []byte           // for chains with more buffers than one writev takes
+	txPending *queue.Chain    // chain whose write hit EAGAIN; iov still describes it
+	iov       [][]byte        // the frame being written: header copy, then guest memory
+	hdr       [HeaderLen]byte // the validated header, copied out of guest memory
+	bounce    []byte          // for chains with more buffers than one writev takes
 }
 
 func newWorker(d *Device, mem virtio.Memory, rx, tx *queue.Queue, features uint64, t virtio.Transport) *worker {
