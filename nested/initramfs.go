@@ -11,8 +11,8 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/therootcompany/xz"
 	"github.com/u-root/u-root/pkg/cpio"
-	"github.com/ulikunitz/xz"
 )
 
 // initModules are the modules L1 loads from its initramfs, before the host's
@@ -107,7 +107,7 @@ func readModule(path string) ([]byte, error) {
 		}
 		r = zr
 	case strings.HasSuffix(path, ".ko.xz"):
-		zr, err := xz.NewReader(bytes.NewReader(raw))
+		zr, err := xz.NewReader(bytes.NewReader(raw), 0)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}

@@ -154,10 +154,15 @@ func runL1(ctx context.Context, cfg Config) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	initrd, err := l1Initramfs(cfg.Log, k)
+	cache, err := CacheDir()
+	if err != nil {
+		return -1, fmt.Errorf("nested: %w", err)
+	}
+	initrd, err := l1Initramfs(cfg.Log, cache, k)
 	if err != nil {
 		return -1, err
 	}
+	kernel := l1Kernel(cfg.Log, cache, k)
 	spec := runSpec{
 		cmd:      cfg.Cmd,
 		dir:      cfg.Dir,
@@ -182,7 +187,7 @@ func runL1(ctx context.Context, cfg Config) (int, error) {
 		return -1, fmt.Errorf("nested: %w", err)
 	}
 	args := qemuArgs(machine{
-		kernel:  k.Image,
+		kernel:  kernel,
 		initrd:  initrd,
 		memMiB:  cfg.Mem,
 		cpus:    cfg.CPUs,
@@ -194,7 +199,7 @@ func runL1(ctx context.Context, cfg Config) (int, error) {
 
 // l1Initramfs returns the path of L1's initramfs for kernel k, from the cache
 // or freshly built.
-func l1Initramfs(log io.Writer, k Kernel) (string, error) {
+func l1Initramfs(log io.Writer, cache string, k Kernel) (string, error) {
 	db, err := LoadModuleDB(k.ModulesDir)
 	if err != nil {
 		return "", fmt.Errorf("nested: %w", err)
@@ -206,10 +211,6 @@ func l1Initramfs(log io.Writer, k Kernel) (string, error) {
 	bb, err := findBusybox("/bin/busybox", "/usr/bin/busybox")
 	if err != nil {
 		return "", err
-	}
-	cache, err := CacheDir()
-	if err != nil {
-		return "", fmt.Errorf("nested: %w", err)
 	}
 	t0 := time.Now()
 	path, built, err := ensureInitramfs(cache, k.Version, initramfs{busybox: bb, init: l1Init, modules: mods})
@@ -246,6 +247,10 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string) (int, err
 		// that forked, and the Go runtime never ends a thread that no
 		// goroutine has locked, so it lasts as long as this process.
 		Pdeathsig: syscall.SIGKILL,
+	}
+	if ctx.Err() != nil {
+		closeAll(ws[:])
+		return -1, stopErr(ctx, cfg.Timeout, true)
 	}
 	start := time.Now()
 	err := cmd.Start()

@@ -144,3 +144,12 @@ func TestRunDirectCancelKillsGroup(t *testing.T) {
 		t.Errorf("background child %d still running after cancel", child.pid)
 	}
 }
+
+func TestRunL1MissingQEMU(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := run(context.Background(), Config{Cmd: []string{"true"}}, false, "")
+	var me *MissingError
+	if !errors.As(err, &me) || !strings.Contains(err.Error(), "qemu-system-x86_64") || !strings.Contains(err.Error(), InstallCommand) {
+		t.Errorf("err = %v; want a MissingError naming QEMU and the install command", err)
+	}
+}
