@@ -8,50 +8,52 @@ import (
 	"time"
 )
 
-// control is one line the L1 init writes on the boxd.control port.
-type control struct {
-	kind   string  // "ready", "exit" or "error"
-	uptime float64 // ready: L1's /proc/uptime, seconds
-	status int     // exit: the command's exit status
-	text   string  // error: what failed
-}
+// The files L1's init writes into the run directory (see l1init.sh).
+const (
+	fileReady  = "ready"
+	fileStdout = "stdout"
+	fileStderr = "stderr"
+	fileStatus = "status"
+	fileError  = "error"
+)
 
-// parseControl parses one control line. The bytes come from the L1 guest, so
-// anything malformed is an error, never a panic.
-func parseControl(line string) (control, error) {
-	kind, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
-	switch kind {
-	case "ready":
-		up, err := strconv.ParseFloat(arg, 64)
-		if err != nil || !(up >= 0 && up <= 1e9) { // also refuses NaN
-			return control{}, fmt.Errorf("bad ready line %q", line)
-		}
-		return control{kind: kind, uptime: up}, nil
-	case "exit":
-		st, err := strconv.Atoi(arg)
-		if err != nil || st < 0 || st > 255 {
-			return control{}, fmt.Errorf("bad exit line %q", line)
-		}
-		return control{kind: kind, status: st}, nil
-	case "error":
-		return control{kind: kind, text: arg}, nil
+// parseReady parses the ready file: L1's uptime in seconds and a newline.
+// The bytes come from the L1 guest, so anything malformed is an error, never
+// a panic; a missing newline means the write is not complete yet.
+func parseReady(b []byte) (float64, error) {
+	s, ok := strings.CutSuffix(string(b), "\n")
+	if !ok {
+		return 0, fmt.Errorf("incomplete ready file %q", b)
 	}
-	return control{}, fmt.Errorf("unknown control line %q", line)
+	up, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(up >= 0 && up <= 1e9) { // also refuses NaN
+		return 0, fmt.Errorf("bad ready file %q", b)
+	}
+	return up, nil
 }
 
-// runState collects what the control port and the console said during a run.
+// parseStatus parses the status file: the command's exit status and a newline.
+func parseStatus(b []byte) (int, error) {
+	s, ok := strings.CutSuffix(string(b), "\n")
+	if !ok {
+		return 0, fmt.Errorf("incomplete status file %q", b)
+	}
+	st, err := strconv.Atoi(s)
+	if err != nil || st < 0 || st > 255 {
+		return 0, fmt.Errorf("bad status file %q", b)
+	}
+	return st, nil
+}
+
+// runState collects what a run's console and QEMU said.
 type runState struct {
-	mu       sync.Mutex
-	ready    time.Duration // host time from QEMU start to "ready"; 0 until then
-	uptime   float64
-	status   int
-	exited   bool
-	failures []string // "error" lines and malformed control lines
-	console  tail     // last lines of the serial console
-	qemu     tail     // last lines QEMU printed, noise filtered
+	mu      sync.Mutex
+	ready   time.Duration // host time from QEMU start to the ready file; 0 until then
+	console tail          // last lines of the serial console
+	qemu    tail          // last lines QEMU printed, noise filtered
 }
 
-// tail keeps the last max lines written to it.
+// tail keeps the last tailLines lines added to it.
 type tail struct {
 	lines []string
 }

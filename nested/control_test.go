@@ -1,39 +1,49 @@
 package nested
 
-import (
-	"testing"
+import "testing"
 
-	"github.com/google/go-cmp/cmp"
-)
-
-func TestParseControl(t *testing.T) {
+func TestParseReady(t *testing.T) {
 	tests := []struct {
-		line    string
-		want    control
+		in      string
+		want    float64
 		wantErr bool
 	}{
-		{line: "ready 3.52", want: control{kind: "ready", uptime: 3.52}},
-		{line: "ready 3.52\r", want: control{kind: "ready", uptime: 3.52}},
-		{line: "exit 0", want: control{kind: "exit"}},
-		{line: "exit 255", want: control{kind: "exit", status: 255}},
-		{line: "error insmod 16-kvm_amd.ko", want: control{kind: "error", text: "insmod 16-kvm_amd.ko"}},
-		{line: "exit 256", wantErr: true},
-		{line: "exit -1", wantErr: true},
-		{line: "exit", wantErr: true},
-		{line: "ready NaN", wantErr: true},
-		{line: "ready -1", wantErr: true},
-		{line: "ready", wantErr: true},
-		{line: "hello", wantErr: true},
-		{line: "", wantErr: true},
+		{in: "3.52\n", want: 3.52},
+		{in: "0.00\n", want: 0},
+		{in: "3.52", wantErr: true}, // not complete yet
+		{in: "", wantErr: true},
+		{in: "NaN\n", wantErr: true},
+		{in: "-1\n", wantErr: true},
+		{in: "1e308\n", wantErr: true},
+		{in: "3.52 1.00\n", wantErr: true},
 	}
 	for _, tc := range tests {
-		got, err := parseControl(tc.line)
-		if (err != nil) != tc.wantErr {
-			t.Errorf("parseControl(%q) err = %v; want error %v", tc.line, err, tc.wantErr)
-			continue
+		got, err := parseReady([]byte(tc.in))
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("parseReady(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.wantErr)
 		}
-		if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(control{})); diff != "" {
-			t.Errorf("parseControl(%q) (-want +got):\n%s", tc.line, diff)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int
+		wantErr bool
+	}{
+		{in: "0\n", want: 0},
+		{in: "7\n", want: 7},
+		{in: "255\n", want: 255},
+		{in: "256\n", wantErr: true},
+		{in: "-1\n", wantErr: true},
+		{in: "7", wantErr: true},
+		{in: "\n", wantErr: true},
+		{in: "seven\n", wantErr: true},
+	}
+	for _, tc := range tests {
+		got, err := parseStatus([]byte(tc.in))
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("parseStatus(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.wantErr)
 		}
 	}
 }
@@ -48,20 +58,25 @@ func TestTail(t *testing.T) {
 	}
 }
 
-func FuzzParseControl(f *testing.F) {
-	for _, s := range []string{"ready 3.52", "exit 7", "error x y", "exit 99999999999999999999", "ready 1e308"} {
-		f.Add(s)
+// The ready and status files are written by the L1 guest.
+func FuzzParseReady(f *testing.F) {
+	for _, s := range []string{"3.52\n", "0\n", "1e308\n", "NaN\n"} {
+		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, line string) {
-		c, err := parseControl(line)
-		if err != nil {
-			return
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if up, err := parseReady(b); err == nil && !(up >= 0 && up <= 1e9) {
+			t.Fatalf("uptime %v accepted", up)
 		}
-		if c.kind == "exit" && (c.status < 0 || c.status > 255) {
-			t.Fatalf("status %d out of range", c.status)
-		}
-		if c.kind == "ready" && !(c.uptime >= 0) {
-			t.Fatalf("uptime %v", c.uptime)
+	})
+}
+
+func FuzzParseStatus(f *testing.F) {
+	for _, s := range []string{"0\n", "255\n", "99999999999999999999\n", "-0\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if st, err := parseStatus(b); err == nil && (st < 0 || st > 255) {
+			t.Fatalf("status %d accepted", st)
 		}
 	})
 }

@@ -4,11 +4,13 @@
 // boxd itself run on CI machines and cloud VMs without VT-x/AMD-V.
 //
 // L1 is QEMU under pure software emulation (TCG) with an emulated AMD SVM CPU,
-// booting the host's own Debian kernel directly (-kernel/-initrd). The
-// initramfs is built here, in Go: static busybox, the init script (l1init.sh)
-// and the few modules L1 needs before it can reach the host's disk (virtio,
-// 9p, overlay, kvm-amd), resolved from the kernel's modules.dep. It is cached
-// outside the source tree, keyed by a hash of everything it contains.
+// booting the host's own Debian kernel directly: the uncompressed vmlinux
+// through its PVH entry (extracted from /boot's bzImage once and cached, which
+// spares L1 seconds of emulated decompression), or the bzImage if that fails.
+// The initramfs is built here, in Go: static busybox, the init script
+// (l1init.sh) and the few modules L1 needs before it can reach the host's disk
+// (virtio, 9p, overlay, kvm-amd), resolved from the kernel's modules.dep. Both
+// are cached outside the source tree (CacheDir), keyed by a hash of their inputs.
 //
 // Inside L1 the host's root is mounted read-only over virtio-9p and the
 // command runs chrooted into it, in the caller's working directory, so a
@@ -18,10 +20,15 @@
 // host. Every other module of the same kernel is available to modprobe
 // inside the chroot, because the host's /lib/modules is visible there.
 //
-// The command's stdout and stderr stream live to the caller over two
-// virtio-serial ports; a third port carries the init's control lines
-// ("ready", "exit N", "error ..."). The serial console carries only kernel
-// messages and is shown when L1 fails.
+// A per-run host directory, shared writable, carries the run's spec in and
+// its results out: the command writes into FIFOs that L1 copies into files
+// there, which the host follows (inotify) and streams to the caller live.
+// 9p writes are synchronous, so once L1 has written the exit status the
+// output before it is complete on the host; nothing is lost when L1 powers
+// off. (QEMU's virtio-serial chardevs were not used for this because QEMU
+// drops what it still holds for a non-blocking pipe when the guest powers
+// off.) The serial console carries only kernel messages and is shown when L1
+// fails.
 //
 // Invariants:
 //   - The QEMU process never outlives Run: it runs in its own process group
@@ -30,5 +37,6 @@
 //   - The cached initramfs is only ever replaced by an atomic rename of a
 //     complete file, so a concurrent run never boots a half-written one.
 //   - Nothing in the host filesystem is written except the output directory,
-//     the cache directory and a per-run temporary directory that Run removes.
+//     the cache directory and a per-run temporary directory that Run removes
+//     (a boxd killed by SIGKILL leaves it behind in $TMPDIR).
 package nested

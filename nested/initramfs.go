@@ -16,13 +16,14 @@ import (
 )
 
 // initModules are the modules L1 loads from its initramfs, before the host's
-// root (and with it every other module) is reachable: the virtio transport,
-// the serial ports and 9p that carry the host's root and the command's
-// output, overlay for the writable directories, and kvm-amd for /dev/kvm.
+// root (and with it every other module) is reachable: the virtio transport
+// and 9p that carry the host's root, the run directory and the command's
+// output, overlay for the writable directories, an entropy source, and
+// kvm-amd for /dev/kvm.
 // Resolve adds their dependencies (kvm, ccp, irqbypass, netfs...) and skips
 // any the kernel has built in.
 var initModules = []string{
-	"virtio_pci", "virtio_console", "virtio_rng",
+	"virtio_pci", "virtio_rng",
 	"9pnet_virtio", "9p", "overlay", "kvm_amd",
 }
 
@@ -51,7 +52,7 @@ func (ir initramfs) write(w io.Writer) error {
 		}
 		return nil
 	}
-	for _, d := range []string{"bin", "dev", "host", "modules", "proc", "rw", "sys", "tmp"} {
+	for _, d := range []string{"bin", "boxd", "dev", "host", "modules", "proc", "rw", "sys", "tmp"} {
 		if err := add(cpio.Directory(d, 0o755)); err != nil {
 			return err
 		}

@@ -40,7 +40,9 @@ func TestL1ExitStatusAndStreams(t *testing.T) {
 	needL1(t)
 	var stdout, stderr, log syncBuffer
 	code, err := Run(context.Background(), Config{
-		Cmd:     []string{"sh", "-c", "echo hi; echo oops >&2; exit 7"},
+		// A burst at the very end must arrive whole, and reopening
+		// /dev/stderr must append, not truncate.
+		Cmd:     []string{"sh", "-c", "echo hi; echo oops >&2; echo again >/dev/stderr; head -c 3000000 /dev/zero; exit 7"},
 		Timeout: 5 * time.Minute,
 		ForceL1: true,
 		Stdout:  &stdout,
@@ -50,8 +52,11 @@ func TestL1ExitStatusAndStreams(t *testing.T) {
 	if err != nil || code != 7 {
 		t.Fatalf("Run = %d, %v; want 7, nil\nlog:\n%s", code, err, log.String())
 	}
-	if stdout.String() != "hi\n" || stderr.String() != "oops\n" {
-		t.Errorf("stdout %q, stderr %q; want \"hi\\n\", \"oops\\n\"", stdout.String(), stderr.String())
+	if want := "hi\n" + strings.Repeat("\x00", 3000000); stdout.String() != want {
+		t.Errorf("stdout has %d bytes starting %q; want %d starting \"hi\\n\"", stdout.Len(), stdout.String()[:min(3, stdout.Len())], len(want))
+	}
+	if stderr.String() != "oops\nagain\n" {
+		t.Errorf("stderr %q; want \"oops\\nagain\\n\"", stderr.String())
 	}
 	if !strings.Contains(log.String(), "nested: L1 ready in ") {
 		t.Errorf("log has no readiness line:\n%s", log.String())

@@ -1,22 +1,23 @@
 #!/bin/busybox sh
-# PID 1 of the nested harness's L1 VM (host side: run.go).
+# PID 1 of the nested harness's L1 VM (host side: run.go, follow.go).
 #
-# Protocol: lines on the virtio-serial port named boxd.control:
-#   ready UPTIME    the command is about to start (UPTIME from /proc/uptime)
-#   exit STATUS     the command finished with STATUS
-#   error MESSAGE   L1 could not run the command
-# The command's stdout and stderr go to the ports boxd.stdout and
-# boxd.stderr. The kernel command line names the run's spec directory
-# (boxd.spec=DIR, on the host's root): DIR/mounts lists the writable
-# directories and DIR/run.sh runs the command inside the chroot.
+# The host shares a per-run directory (9p tag "boxd", mounted at /boxd):
+#   in:  mounts   writable directories to set up ("overlay DIR", "out DIR")
+#        run.sh   the command, run by the chroot's /bin/sh
+#   out: ready    L1's /proc/uptime when the command starts
+#        stdout, stderr   the command's output, appended as it comes
+#        status   the command's exit status, written after all output
+#        error    why L1 could not run the command
+# 9p writes reach the host file before write(2) returns, so when status
+# exists, stdout and stderr are complete.
 
 /bin/busybox --install -s /bin
 export PATH=/bin
 
-ctlopen=
+shared=
 fail() {
 	echo "boxd-l1: $*" >/dev/console
-	[ -n "$ctlopen" ] && echo "error $*" >&3
+	[ -n "$shared" ] && echo "$*" >>/boxd/error
 	sync
 	poweroff -f
 	exit 1 # PID 1 exiting panics the kernel; with panic=-1 and -no-reboot QEMU exits.
@@ -31,34 +32,10 @@ for m in /modules/*.ko; do
 	insmod "$m" || fail "insmod ${m##*/}"
 done
 
-port() {
-	for p in /sys/class/virtio-ports/*; do
-		if [ "$(cat "$p/name" 2>/dev/null)" = "$1" ] && [ -c "/dev/${p##*/}" ]; then
-			echo "/dev/${p##*/}"
-			return 0
-		fi
-	done
-	return 1
-}
-# virtio_console learns its ports from the host asynchronously after probing.
-n=0
-until ctl=$(port boxd.control) && out=$(port boxd.stdout) && err=$(port boxd.stderr); do
-	n=$((n + 1))
-	[ $n -le 400 ] || fail "virtio-serial ports boxd.control/stdout/stderr did not appear"
-	usleep 25000
-done
-exec 3>"$ctl"
-ctlopen=1
-
-spec=
-for a in $(cat /proc/cmdline); do
-	case $a in boxd.spec=*) spec=${a#boxd.spec=} ;; esac
-done
-[ -n "$spec" ] || fail "no boxd.spec= on the kernel command line"
-
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro host /host ||
-	fail "mount the host root (9p tag host)"
-[ -f "/host$spec/mounts" ] || fail "run spec $spec/mounts is not visible in L1"
+p9=trans=virtio,version=9p2000.L,msize=512000
+mount -t 9p -o $p9 boxd /boxd || fail "mount the run directory (9p tag boxd)"
+shared=1
+mount -t 9p -o $p9,cache=loose,ro host /host || fail "mount the host root (9p tag host)"
 
 # Writable directories: overlays whose upper layers live in L1's memory, and
 # the output share. The host lists parents before children.
@@ -76,11 +53,10 @@ while read -r kind dir; do
 			fail "overlay on $dir"
 		;;
 	out)
-		mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out "/host$dir" ||
-			fail "mount the output share on $dir"
+		mount -t 9p -o $p9 out "/host$dir" || fail "mount the output share on $dir"
 		;;
 	esac
-done <"/host$spec/mounts"
+done </boxd/mounts
 
 mount -t proc proc /host/proc || fail "mount /proc in the chroot"
 mount -t sysfs sys /host/sys || fail "mount /sys in the chroot"
@@ -99,9 +75,27 @@ hostname boxd-l1
 ip link set lo up || fail "bring up lo"
 [ -c /dev/kvm ] || echo "boxd-l1: /dev/kvm is missing" >/dev/console
 
-echo "ready $(cut -d' ' -f1 /proc/uptime)" >&3
-chroot /host /bin/sh "$spec/run.sh" </dev/null >"$out" 2>"$err" 3>&-
-echo "exit $?" >&3
+# The command writes into FIFOs, as into the pipes of any runner; cat copies
+# them into the shared files. A file as stdout would be truncated by anything
+# that reopens /dev/stdout.
+mkfifo /tmp/stdout /tmp/stderr || fail "mkfifo"
+cat /tmp/stdout >>/boxd/stdout &
+o=$!
+cat /tmp/stderr >>/boxd/stderr &
+e=$!
+
+cut -d' ' -f1 /proc/uptime >/boxd/ready
+chroot /host /bin/sh -s </boxd/run.sh >/tmp/stdout 2>/tmp/stderr
+status=$?
+
+# Output is complete once both copies end, which is when the last writer
+# closes its end. Background processes the command left holding them get
+# two seconds.
+(usleep 2000000 && kill $o $e 2>/dev/null) &
+w=$!
+wait $o $e
+kill $w 2>/dev/null
+echo $status >/boxd/status
 sync
 poweroff -f
 exit 1

@@ -8,26 +8,22 @@ import (
 	"strings"
 )
 
-// The file descriptors QEMU inherits (exec.Cmd.ExtraFiles start at 3). QEMU
-// opens /dev/fd/N for each chardev, which on Linux reopens the inherited pipe.
-const (
-	fdControl = 3 + iota
-	fdStdout
-	fdStderr
-	fdConsole
-)
+// fdConsole is the file descriptor of L1's serial console in QEMU, which
+// inherits it (exec.Cmd.ExtraFiles start at 3) and opens /dev/fd/3: on Linux
+// that reopens the inherited pipe.
+const fdConsole = 3
 
 // machine is everything QEMU's command line depends on.
 type machine struct {
-	kernel  string // bzImage
-	initrd  string
-	memMiB  int
-	cpus    int
-	specDir string // host directory holding the run spec, visible in L1 at the same path
-	outDir  string // shared writable at tag "out"; "" for none
+	kernel string // vmlinux (booted through PVH) or bzImage
+	initrd string
+	memMiB int
+	cpus   int
+	runDir string // per-run directory, shared writable at tag "boxd"
+	outDir string // shared writable at tag "out"; "" for none
 }
 
-// kernelArgs is L1's kernel command line before boxd.spec. quiet keeps the
+// kernelArgs is L1's kernel command line. quiet keeps the
 // console to warnings; panic=-1 turns a panic into a reboot, which
 // -no-reboot turns into QEMU exiting; mitigations=off saves emulated work
 // that buys nothing in a throwaway test VM.
@@ -49,33 +45,22 @@ func qemuArgs(m machine) []string {
 		"-no-reboot",
 		"-kernel", m.kernel,
 		"-initrd", m.initrd,
-		"-append", kernelArgs + " boxd.spec=" + m.specDir,
-		"-chardev", chardevFile("console", fdConsole),
+		"-append", kernelArgs,
+		"-chardev", fmt.Sprintf("file,id=console,path=/dev/fd/%d", fdConsole),
 		"-serial", "chardev:console",
 		"-fsdev", "local,id=host,path=/,security_model=none,readonly=on,multidevs=remap",
 		"-device", "virtio-9p-pci,fsdev=host,mount_tag=host",
+		"-fsdev", "local,id=boxd,path=" + qemuEscape(m.runDir) + ",security_model=none",
+		"-device", "virtio-9p-pci,fsdev=boxd,mount_tag=boxd",
 	}
 	if m.outDir != "" {
 		args = append(args,
 			"-fsdev", "local,id=out,path="+qemuEscape(m.outDir)+",security_model=none,multidevs=remap",
 			"-device", "virtio-9p-pci,fsdev=out,mount_tag=out")
 	}
-	args = append(args, "-device", "virtio-serial-pci,id=ports")
-	for i, p := range []struct {
-		name string
-		fd   int
-	}{{"control", fdControl}, {"stdout", fdStdout}, {"stderr", fdStderr}} {
-		args = append(args,
-			"-chardev", chardevFile(p.name, p.fd),
-			"-device", fmt.Sprintf("virtserialport,bus=ports.0,nr=%d,chardev=%s,name=boxd.%s", i+1, p.name, p.name))
-	}
 	// Entropy from the host, so getrandom(2) in L1 never waits.
 	args = append(args, "-device", "virtio-rng-pci")
 	return args
-}
-
-func chardevFile(id string, fd int) string {
-	return fmt.Sprintf("file,id=%s,path=/dev/fd/%d", id, fd)
 }
 
 // qemuEscape escapes a value inside a QEMU option string, where ',' separates

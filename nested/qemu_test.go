@@ -20,11 +20,11 @@ func TestQEMUArgsGolden(t *testing.T) {
 	}{
 		{"with-out", machine{
 			kernel: "/boot/vmlinuz-6.1.0-57-amd64", initrd: "/cache/nested/initramfs.cpio",
-			memMiB: 8192, cpus: 2, specDir: "/tmp/boxd-nested-1", outDir: "/work/out,v1",
+			memMiB: 8192, cpus: 2, runDir: "/tmp/boxd-nested-1", outDir: "/work/out,v1",
 		}},
 		{"no-out", machine{
 			kernel: "/boot/vmlinuz-6.1.0-57-amd64", initrd: "/cache/nested/initramfs.cpio",
-			memMiB: 1024, cpus: 1, specDir: "/tmp/boxd-nested-2",
+			memMiB: 1024, cpus: 1, runDir: "/tmp/boxd-nested-2",
 		}},
 	}
 	for _, tc := range tests {
@@ -49,7 +49,7 @@ func TestQEMUArgsGolden(t *testing.T) {
 
 // TestQEMUArgsInvariants states what the golden files must keep showing.
 func TestQEMUArgsInvariants(t *testing.T) {
-	args := qemuArgs(machine{kernel: "k", initrd: "i", memMiB: 512, cpus: 3, specDir: "/s", outDir: "/o"})
+	args := qemuArgs(machine{kernel: "k", initrd: "i", memMiB: 512, cpus: 3, runDir: "/r", outDir: "/o"})
 	value := func(flag string) []string {
 		var vs []string
 		for i := 0; i+1 < len(args); i++ {
@@ -78,18 +78,14 @@ func TestQEMUArgsInvariants(t *testing.T) {
 	if got := value("-m"); !slices.Equal(got, []string{"512M"}) {
 		t.Errorf("-m %v", got)
 	}
-	if got := value("-append"); len(got) != 1 || !strings.HasSuffix(got[0], " boxd.spec=/s") {
-		t.Errorf("-append %v", got)
-	}
 	fsdevs := value("-fsdev")
-	if len(fsdevs) != 2 || !strings.Contains(fsdevs[0], "path=/,") || !strings.Contains(fsdevs[0], "readonly=on") ||
-		!strings.Contains(fsdevs[1], "path=/o,") || strings.Contains(fsdevs[1], "readonly") {
-		t.Errorf("-fsdev %v; want the root read-only and /o writable", fsdevs)
+	if len(fsdevs) != 3 || !strings.Contains(fsdevs[0], "path=/,") || !strings.Contains(fsdevs[0], "readonly=on") ||
+		!strings.Contains(fsdevs[1], "path=/r,") || strings.Contains(fsdevs[1], "readonly") ||
+		!strings.Contains(fsdevs[2], "path=/o,") || strings.Contains(fsdevs[2], "readonly") {
+		t.Errorf("-fsdev %v; want the root read-only, /r and /o writable", fsdevs)
 	}
-	for _, c := range value("-chardev") {
-		if !strings.Contains(c, "path=/dev/fd/") {
-			t.Errorf("chardev %q is not one of the inherited pipes", c)
-		}
+	if got := value("-chardev"); len(got) != 1 || !strings.Contains(got[0], "path=/dev/fd/3") {
+		t.Errorf("-chardev %v; want only the console on the inherited pipe", got)
 	}
 }
 

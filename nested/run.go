@@ -1,7 +1,6 @@
 package nested
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -173,28 +172,23 @@ func runL1(ctx context.Context, cfg Config) (int, error) {
 	if err := spec.validate(); err != nil {
 		return -1, fmt.Errorf("nested: %w", err)
 	}
-	// The spec directory reaches L1 through the read-only root share; only
-	// its name travels on the kernel command line, which splits on blanks.
-	specDir, err := os.MkdirTemp("", "boxd-nested-")
+	runDir, err := os.MkdirTemp("", "boxd-nested-")
 	if err != nil {
 		return -1, fmt.Errorf("nested: %w", err)
 	}
-	defer os.RemoveAll(specDir)
-	if err := checkPath(specDir, false); err != nil || strings.ContainsAny(specDir, " \t") {
-		return -1, fmt.Errorf("nested: temporary directory %q cannot be named on a kernel command line; set TMPDIR", specDir)
-	}
-	if err := spec.write(specDir); err != nil {
+	defer os.RemoveAll(runDir)
+	if err := spec.write(runDir); err != nil {
 		return -1, fmt.Errorf("nested: %w", err)
 	}
 	args := qemuArgs(machine{
-		kernel:  kernel,
-		initrd:  initrd,
-		memMiB:  cfg.Mem,
-		cpus:    cfg.CPUs,
-		specDir: specDir,
-		outDir:  cfg.OutDir,
+		kernel: kernel,
+		initrd: initrd,
+		memMiB: cfg.Mem,
+		cpus:   cfg.CPUs,
+		runDir: runDir,
+		outDir: cfg.OutDir,
 	})
-	return boot(ctx, cfg, qemu, args)
+	return boot(ctx, cfg, qemu, args, runDir)
 }
 
 // l1Initramfs returns the path of L1's initramfs for kernel k, from the cache
@@ -223,24 +217,37 @@ func l1Initramfs(log io.Writer, cache string, k Kernel) (string, error) {
 	return path, nil
 }
 
-// boot starts QEMU with args, streams the command's output, and returns the
-// command's exit status once QEMU is gone.
-func boot(ctx context.Context, cfg Config, qemu string, args []string) (int, error) {
-	// Pipes, in the order of the fd constants, then QEMU's own stdout+stderr.
-	var rs, ws [5]*os.File
+// boot starts QEMU with args, streams the command's output from runDir, and
+// returns the command's exit status once QEMU is gone.
+func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir string) (int, error) {
+	st := &runState{}
+	var start time.Time
+	fl, err := newFollower(runDir, cfg.Stdout, cfg.Stderr, func(uptime float64) {
+		st.mu.Lock()
+		st.ready = time.Since(start)
+		st.mu.Unlock()
+		fmt.Fprintf(cfg.Log, "nested: L1 ready in %.2fs (QEMU start to CMD start; L1 kernel uptime %.2fs)\n",
+			time.Since(start).Seconds(), uptime)
+	})
+	if err != nil {
+		return -1, fmt.Errorf("nested: %w", err)
+	}
+	// The serial console (fdConsole), then QEMU's own stdout and stderr.
+	var rs, ws [2]*os.File
 	for i := range rs {
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(rs[:i])
 			closeAll(ws[:i])
+			fl.close()
 			return -1, fmt.Errorf("nested: %w", err)
 		}
 		rs[i], ws[i] = r, w
 	}
 	defer closeAll(rs[:])
 	cmd := exec.Command(qemu, args...)
-	cmd.ExtraFiles = ws[:4]
-	cmd.Stdout, cmd.Stderr = ws[4], ws[4]
+	cmd.ExtraFiles = ws[:1]
+	cmd.Stdout, cmd.Stderr = ws[1], ws[1]
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true,
 		// If boxd dies, the kernel kills QEMU. Pdeathsig follows the thread
@@ -250,52 +257,57 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string) (int, err
 	}
 	if ctx.Err() != nil {
 		closeAll(ws[:])
+		fl.close()
 		return -1, stopErr(ctx, cfg.Timeout, true)
 	}
-	start := time.Now()
-	err := cmd.Start()
+	start = time.Now()
+	err = cmd.Start()
 	// Only QEMU holds the write ends now, so each reader sees EOF when it exits.
 	closeAll(ws[:])
 	if err != nil {
+		fl.close()
 		return -1, fmt.Errorf("nested: start %s: %w", qemu, err)
 	}
 	if cfg.onStart != nil {
 		cfg.onStart(cmd.Process.Pid)
 	}
 
-	st := &runState{}
 	var wg sync.WaitGroup
 	goRead := func(f func()) {
 		wg.Add(1)
 		go func() { defer wg.Done(); f() }()
 	}
-	goRead(func() { readControl(rs[0], st, start, cfg.Log) })
-	goRead(func() { copyOut(cfg.Stdout, rs[1]) })
-	goRead(func() { copyOut(cfg.Stderr, rs[2]) })
 	var consoleLog io.Writer
 	if cfg.Verbose {
 		consoleLog = cfg.Log
 	}
 	goRead(func() {
-		filterLines(rs[3], consoleLog, "l1: ", func(l string) { st.mu.Lock(); st.console.add(l); st.mu.Unlock() })
+		filterLines(rs[0], consoleLog, "l1: ", func(l string) { st.mu.Lock(); st.console.add(l); st.mu.Unlock() })
 	})
 	goRead(func() {
-		filterLines(rs[4], cfg.Log, "qemu: ", func(l string) { st.mu.Lock(); st.qemu.add(l); st.mu.Unlock() })
+		filterLines(rs[1], cfg.Log, "qemu: ", func(l string) { st.mu.Lock(); st.qemu.add(l); st.mu.Unlock() })
 	})
+	stop := make(chan struct{})
+	goRead(func() { fl.run(stop) })
 	waitErr := supervise(ctx, cmd)
+	close(stop)
 	wg.Wait()
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.exited {
-		return st.status, nil
+	// L1 writes the status after the last byte of output, and 9p writes
+	// are synchronous, so a status means the output above is complete.
+	if b, err := os.ReadFile(filepath.Join(runDir, fileStatus)); err == nil {
+		if status, err := parseStatus(b); err == nil {
+			return status, nil
+		}
 	}
 	if ctx.Err() != nil {
 		return -1, stopErr(ctx, cfg.Timeout, st.ready == 0)
 	}
 	what := "L1 stopped before the command finished"
-	if len(st.failures) > 0 {
-		what = "L1: " + strings.Join(st.failures, "; ")
+	if b, err := os.ReadFile(filepath.Join(runDir, fileError)); err == nil && len(b) > 0 {
+		what = "L1: " + strings.Join(strings.Fields(sanitize(strings.ReplaceAll(string(b), "\n", "; "))), " ")
 	}
 	return -1, fmt.Errorf("nested: %s (qemu: %v)%s", what, exitText(waitErr), st.details())
 }
@@ -304,46 +316,6 @@ func closeAll(fs []*os.File) {
 	for _, f := range fs {
 		if f != nil {
 			f.Close()
-		}
-	}
-}
-
-// readControl follows the init's control lines until EOF.
-func readControl(r io.Reader, st *runState, start time.Time, log io.Writer) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		c, err := parseControl(sc.Text())
-		st.mu.Lock()
-		switch {
-		case err != nil:
-			st.failures = append(st.failures, err.Error())
-		case c.kind == "ready":
-			st.ready, st.uptime = time.Since(start), c.uptime
-			fmt.Fprintf(log, "nested: L1 ready in %.2fs (QEMU start to CMD start; L1 kernel uptime %.2fs)\n",
-				st.ready.Seconds(), st.uptime)
-		case c.kind == "exit":
-			st.exited, st.status = true, c.status
-		case c.kind == "error":
-			st.failures = append(st.failures, c.text)
-		}
-		st.mu.Unlock()
-	}
-	io.Copy(io.Discard, r)
-}
-
-// copyOut copies r to w until EOF. If w fails it keeps reading, so that the
-// guest's writes never back up into QEMU.
-func copyOut(w io.Writer, r io.Reader) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 && w != nil {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				w = nil
-			}
-		}
-		if err != nil {
-			return
 		}
 	}
 }

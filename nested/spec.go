@@ -9,9 +9,9 @@ import (
 	"strings"
 )
 
-// runSpec is what L1's init reads, through the read-only host root share,
-// from a per-run directory on the host: which directories to make writable
-// (mounts) and how to start the command (run.sh).
+// runSpec is what L1's init reads from the per-run directory the host shares
+// with it: which directories to make writable (mounts) and how to start the
+// command (run.sh). The same directory carries the results back (follow.go).
 type runSpec struct {
 	cmd      []string
 	dir      string   // working directory, absolute
@@ -159,14 +159,14 @@ func (s runSpec) mounts() []byte {
 
 func depth(p string) int { return strings.Count(filepath.Clean(p), "/") }
 
-// script is DIR/run.sh, run by the chroot's /bin/sh. Exit status 125 means
-// the working directory was not there.
+// script is DIR/run.sh, which the chroot's /bin/sh reads from its stdin.
+// Exit status 125 means the working directory was not there.
 func (s runSpec) script() []byte {
 	var b strings.Builder
 	b.WriteString("# written by boxd nested for one run\n")
 	b.WriteString("PATH=" + fixedPath + "\n")
 	fmt.Fprintf(&b, "cd %s || { echo 'boxd nested: cannot enter the working directory in L1' >&2; exit 125; }\n", shellQuote(s.dir))
-	b.WriteString("exec env -i")
+	b.WriteString("exec </dev/null env -i")
 	for _, kv := range s.env {
 		b.WriteString(" \\\n\t" + shellQuote(kv))
 	}
@@ -182,13 +182,18 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// write creates dir/mounts and dir/run.sh.
+// write creates dir/mounts, dir/run.sh and the empty output files that L1
+// appends to, so that the host can open them before L1 starts.
 func (s runSpec) write(dir string) error {
-	if err := os.WriteFile(filepath.Join(dir, "mounts"), s.mounts(), 0o644); err != nil {
-		return fmt.Errorf("run spec: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "run.sh"), s.script(), 0o644); err != nil {
-		return fmt.Errorf("run spec: %w", err)
+	for name, content := range map[string][]byte{
+		"mounts":   s.mounts(),
+		"run.sh":   s.script(),
+		fileStdout: nil,
+		fileStderr: nil,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
+			return fmt.Errorf("run spec: %w", err)
+		}
 	}
 	return nil
 }

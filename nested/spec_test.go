@@ -39,7 +39,7 @@ func TestRunScript(t *testing.T) {
 	work := filepath.Join(dir, "work dir")
 	mustMkdir(t, work)
 	spec := runSpec{
-		cmd: []string{"sh", "-c", `printf '%s|%s|%s|%s\n' "$PWD" "$A" "$B" "$#"; exit 7`, "arg0", "it's", "x y"},
+		cmd: []string{"sh", "-c", `printf '%s|%s|%s|%s|' "$PWD" "$A" "$B" "$#"; cat; exit 7`, "arg0", "it's", "x y"},
 		dir: work,
 		env: []string{"PATH=" + os.Getenv("PATH"), "A=quote ' and $dollar", "B=multi\nline"},
 	}
@@ -49,16 +49,24 @@ func TestRunScript(t *testing.T) {
 	if err := spec.write(dir); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", filepath.Join(dir, "run.sh"))
+	// L1 feeds run.sh to sh on stdin; the command must not inherit it.
+	script, err := os.Open(filepath.Join(dir, "run.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer script.Close()
+	cmd := exec.Command("sh", "-s")
+	cmd.Stdin = script
 	cmd.Env = []string{"LEAK=1"}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	err = cmd.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 7 {
 		t.Fatalf("run.sh: %v; want exit status 7; output %q", err, out.String())
 	}
-	want := work + "|quote ' and $dollar|multi\nline|2\n"
+	// cat printed nothing: stdin was /dev/null, not the rest of run.sh.
+	want := work + "|quote ' and $dollar|multi\nline|2|"
 	if got := out.String(); got != want {
 		t.Errorf("run.sh printed %q; want %q", got, want)
 	}
