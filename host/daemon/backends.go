@@ -2,7 +2,8 @@ package daemon
 
 import (
 	"context"
-	"net/netip"
+
+	"github.com/boxd-dev/boxd/host/store"
 )
 
 // Network gives each VM its link to the outside: a TAP device on a host
@@ -37,15 +38,10 @@ type Network interface {
 	Close() error
 }
 
-// Lease is one VM's network identity. Its JSON form is stored with the VM.
-type Lease struct {
-	VMID    string       `json:"vm_id"`
-	TAP     string       `json:"tap"`
-	MAC     string       `json:"mac"`     // "52:54:00:12:34:56"
-	Address netip.Prefix `json:"address"` // the guest's address and prefix, "10.77.0.2/24"
-	Gateway netip.Addr   `json:"gateway"` // the host's address on the bridge
-	DNS     []netip.Addr `json:"dns,omitempty"`
-}
+// Lease is one VM's network identity: TAP, MAC, the guest's address and
+// prefix, gateway and DNS servers. It is defined in host/store, which
+// persists it with the VM, so host/network need not import the daemon.
+type Lease = store.Lease
 
 // Storage gives each VM its persistent root disk, created from the base image
 // without copying it whole (reflink or a copy-on-write layer). host/storage
