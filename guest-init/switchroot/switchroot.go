@@ -1,0 +1,323 @@
+package switchroot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Errors Execute wraps, so init can tell whether it still runs from the
+// initramfs.
+var (
+	ErrNotSwitched  = errors.New("root not switched, still on the initramfs")
+	ErrHalfSwitched = errors.New("root switch failed after the root moved")
+)
+
+// BinDir is where the carried binaries live in the new root (inside its /run
+// tmpfs). Init re-executes itself from here.
+const BinDir = "/run/boxd/bin"
+
+// Spec describes one switch. Paths are absolute paths of the guest.
+type Spec struct {
+	Device  string        // block device holding the new root, e.g. /dev/vda
+	FSType  string        // its filesystem, e.g. ext4
+	Options string        // mount data, e.g. "" or "errors=remount-ro"
+	NewRoot string        // where the disk is mounted first, e.g. /newroot
+	Wait    time.Duration // how long to wait for Device to appear
+	// Move lists the mounts carried into the new root, in order (children
+	// travel with their parents: /dev/pts with /dev). A path that is not a
+	// mount point is skipped.
+	Move []string
+	// Carry lists files copied into BinDir of the new root, by guest path; each
+	// keeps its base name. The first is the init binary that is executed.
+	Carry []string
+	// Args are the arguments of the re-executed init after its path.
+	Args []string
+}
+
+// OpKind is what one Op does.
+type OpKind string
+
+// The operations of a plan, in the order Plan emits them.
+const (
+	OpWaitDevice OpKind = "wait-device" // Path: until it exists, at most Spec.Wait
+	OpMkdir      OpKind = "mkdir"       // Path, Mode
+	OpMountDisk  OpKind = "mount-disk"  // Source on Path
+	OpMove       OpKind = "move"        // mount at Source moves to Path
+	OpCopy       OpKind = "copy"        // file Source copied to Path, Mode
+	OpMoveRoot   OpKind = "move-root"   // mount at Source becomes /; chroot into it
+	OpDeleteOld  OpKind = "delete-old"  // empty the old root (not crossing filesystems)
+	OpExec       OpKind = "exec"        // Path with Args; does not return on success
+)
+
+// Op is one step of a switch.
+type Op struct {
+	Kind   OpKind
+	Source string      `json:",omitempty"`
+	Path   string      `json:",omitempty"`
+	Mode   os.FileMode `json:",omitempty"`
+	Args   []string    `json:",omitempty"`
+}
+
+func (o Op) String() string {
+	var b strings.Builder
+	b.WriteString(string(o.Kind))
+	if o.Source != "" {
+		b.WriteString(" " + o.Source)
+	}
+	if o.Path != "" {
+		b.WriteString(" " + o.Path)
+	}
+	if o.Mode != 0 {
+		m := uint32(o.Mode.Perm())
+		if o.Mode&os.ModeSticky != 0 {
+			m |= 0o1000
+		}
+		fmt.Fprintf(&b, " %#o", m)
+	}
+	if len(o.Args) > 0 {
+		b.WriteString(" " + strings.Join(o.Args, " "))
+	}
+	return b.String()
+}
+
+// Plan returns the operations that carry out s.
+func Plan(s Spec) ([]Op, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	nr := path.Clean(s.NewRoot)
+	ops := []Op{
+		{Kind: OpWaitDevice, Path: s.Device},
+		{Kind: OpMkdir, Path: nr, Mode: 0o755},
+		{Kind: OpMountDisk, Source: s.Device, Path: nr},
+	}
+	for _, m := range s.Move {
+		mode := os.FileMode(0o755)
+		if m == "/tmp" {
+			mode = 0o777 | os.ModeSticky
+		}
+		ops = append(ops, Op{Kind: OpMkdir, Path: path.Join(nr, m), Mode: mode})
+	}
+	for _, m := range s.Move {
+		ops = append(ops, Op{Kind: OpMove, Source: m, Path: path.Join(nr, m)})
+	}
+	ops = append(ops, Op{Kind: OpMkdir, Path: path.Join(nr, BinDir), Mode: 0o755})
+	for _, c := range s.Carry {
+		ops = append(ops, Op{Kind: OpCopy, Source: c, Path: path.Join(nr, BinDir, path.Base(c)), Mode: 0o755})
+	}
+	self := path.Join(BinDir, path.Base(s.Carry[0]))
+	ops = append(ops,
+		Op{Kind: OpMoveRoot, Source: nr},
+		Op{Kind: OpDeleteOld, Path: "/"},
+		Op{Kind: OpExec, Path: self, Args: append([]string{self}, s.Args...)},
+	)
+	return ops, nil
+}
+
+func (s Spec) check() error {
+	abs := func(what, p string) error {
+		if !path.IsAbs(p) || p != path.Clean(p) || p == "/" {
+			return fmt.Errorf("switch root: %s %q is not a clean absolute path", what, p)
+		}
+		return nil
+	}
+	if err := abs("device", s.Device); err != nil {
+		return err
+	}
+	if s.FSType == "" {
+		return errors.New("switch root: no filesystem type")
+	}
+	if err := abs("new root", s.NewRoot); err != nil {
+		return err
+	}
+	if len(s.Carry) == 0 {
+		return errors.New("switch root: nothing to execute (Carry is empty)")
+	}
+	seen := map[string]bool{}
+	for _, c := range s.Carry {
+		if err := abs("carried file", c); err != nil {
+			return err
+		}
+		if seen[path.Base(c)] {
+			return fmt.Errorf("switch root: two carried files named %s", path.Base(c))
+		}
+		seen[path.Base(c)] = true
+	}
+	runMoved := false
+	for _, m := range s.Move {
+		if err := abs("mount", m); err != nil {
+			return err
+		}
+		if strings.HasPrefix(s.NewRoot+"/", m+"/") || strings.HasPrefix(m+"/", s.NewRoot+"/") {
+			return fmt.Errorf("switch root: mount %s overlaps the new root %s", m, s.NewRoot)
+		}
+		runMoved = runMoved || m == "/run"
+	}
+	if !runMoved {
+		// The carried binaries must live on a tmpfs in the new root, not on
+		// the disk: /run must come along.
+		return errors.New("switch root: /run must be among the moved mounts")
+	}
+	return nil
+}
+
+// Sys is what Execute needs from the kernel. Paths it receives are host paths
+// (Execute joins guest paths onto its root).
+type Sys interface {
+	Mount(source, target, fstype string, flags uintptr, data string) error
+	Unmount(target string, flags int) error
+	// MoveMount is mount(source, target, MS_MOVE).
+	MoveMount(source, target string) error
+	// IsMountPoint reports whether a filesystem is mounted at path.
+	IsMountPoint(path string) (bool, error)
+	Chdir(dir string) error
+	Chroot(dir string) error
+	Exec(path string, argv, env []string) error
+}
+
+// Logf receives one line per operation.
+type Logf func(format string, args ...any)
+
+// Execute runs ops (from Plan) against the filesystem under root ("/" in a
+// guest, a temporary directory in tests). File operations (mkdir, copy,
+// delete) use the os package under root; mounts, chroot and exec go to sys.
+// On success it does not return: the last op executes the new init.
+func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) error {
+	host := func(p string) string { return filepath.Join(root, filepath.FromSlash(p)) }
+	var mountedDisk string
+	var moved []Op // carried mounts, to move back on failure
+	var oldRoot *os.File
+	rollback := func(err error) error {
+		if cerr := sys.Chdir(host("/")); cerr != nil {
+			logf("switch root: chdir /: %v", cerr)
+		}
+		for i := len(moved) - 1; i >= 0; i-- {
+			if rerr := sys.MoveMount(host(moved[i].Path), host(moved[i].Source)); rerr != nil {
+				logf("switch root: moving %s back: %v", moved[i].Source, rerr)
+			}
+		}
+		if mountedDisk != "" {
+			if uerr := sys.Unmount(mountedDisk, 0); uerr != nil {
+				logf("switch root: unmounting %s: %v", mountedDisk, uerr)
+			}
+		}
+		return fmt.Errorf("%w: %w", ErrNotSwitched, err)
+	}
+	switched := false
+	for _, op := range ops {
+		logf("switch root: %s", op)
+		var err error
+		switch op.Kind {
+		case OpWaitDevice:
+			err = waitFor(host(op.Path), s.Wait)
+		case OpMkdir:
+			err = mkdirIfMissing(host(op.Path), op.Mode)
+		case OpMountDisk:
+			if err = sys.Mount(op.Source, host(op.Path), s.FSType, 0, s.Options); err == nil {
+				mountedDisk = host(op.Path)
+			}
+		case OpMove:
+			var ok bool
+			if ok, err = sys.IsMountPoint(host(op.Source)); err == nil && !ok {
+				logf("switch root: %s is not a mount point, left behind", op.Source)
+				continue
+			}
+			if err == nil {
+				if err = sys.MoveMount(host(op.Source), host(op.Path)); err == nil {
+					moved = append(moved, op)
+				}
+			}
+		case OpCopy:
+			err = copyFile(host(op.Source), host(op.Path), op.Mode)
+		case OpMoveRoot:
+			// The old root stays reachable through this descriptor once it is
+			// no longer "/", so it can be emptied afterwards.
+			if oldRoot, err = os.Open(host("/")); err != nil {
+				break
+			}
+			defer oldRoot.Close()
+			// As switch_root(8) does: from inside the new root, move it onto
+			// "/" and chroot to "." — a lookup of "/" from the old root
+			// would not see a mount stacked on the root itself.
+			if err = sys.Chdir(host(op.Source)); err != nil {
+				break
+			}
+			if err = sys.MoveMount(".", host("/")); err != nil {
+				break
+			}
+			switched = true
+			if err = sys.Chroot("."); err == nil {
+				err = sys.Chdir("/")
+			}
+		case OpDeleteOld:
+			// Best effort: what cannot be deleted only costs memory.
+			n, derr := deleteTree(oldRoot, map[string]bool{strings.TrimPrefix(s.NewRoot, "/"): true}, logf)
+			logf("switch root: freed %d initramfs entries", n)
+			err = derr
+		case OpExec:
+			err = sys.Exec(op.Path, op.Args, env)
+		default:
+			err = fmt.Errorf("unknown op %q", op.Kind)
+		}
+		if err != nil {
+			err = fmt.Errorf("%s: %w", op, err)
+			if !switched {
+				return rollback(err)
+			}
+			return fmt.Errorf("%w: %w", ErrHalfSwitched, err)
+		}
+	}
+	return fmt.Errorf("%w: plan ended without exec", ErrHalfSwitched)
+}
+
+// waitFor waits until p exists: a virtio disk's node appears once its driver
+// probes, which has normally happened before init runs.
+func waitFor(p string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		_, err := os.Stat(p)
+		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(delay)
+	}
+}
+
+func mkdirIfMissing(p string, mode os.FileMode) error {
+	if fi, err := os.Stat(p); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", p)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(p, mode) // MkdirAll honours the umask; mount points want exact modes
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Chmod(dst, mode)
+}
