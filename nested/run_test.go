@@ -159,3 +159,26 @@ func TestRunL1MissingQEMU(t *testing.T) {
 		t.Errorf("err = %v; want a MissingError naming QEMU and the install command", err)
 	}
 }
+
+func TestRunDirectUsesEnvPath(t *testing.T) {
+	bin := t.TempDir()
+	mustWrite(t, filepath.Join(bin, "boxd-test-tool"), "#!/bin/sh\necho tool \"$0\"\n")
+	if err := os.Chmod(filepath.Join(bin, "boxd-test-tool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stdout syncBuffer
+	code, err := run(context.Background(), Config{
+		Cmd:    []string{"boxd-test-tool"},
+		Env:    []string{"PATH=/nonexistent:" + bin},
+		Stdout: &stdout,
+	}, true, "test")
+	if err != nil || code != 0 {
+		t.Fatalf("run = %d, %v", code, err)
+	}
+	if want := "tool " + filepath.Join(bin, "boxd-test-tool") + "\n"; stdout.String() != want {
+		t.Errorf("stdout %q; want %q", stdout.String(), want)
+	}
+	if _, err := run(context.Background(), Config{Cmd: []string{"boxd-test-tool"}, Env: []string{"PATH=/nonexistent"}}, true, "test"); err == nil {
+		t.Error("a command missing from Env's PATH was found")
+	}
+}
