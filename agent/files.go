@@ -22,19 +22,21 @@ func (c *Client) WriteFile(ctx context.Context, path string, mode fs.FileMode, r
 	}
 	stop := context.AfterFunc(ctx, ch.Abort)
 	defer stop()
-	w := ch.Writer(wire.StreamStdin)
+	w := &recordingWriter{w: ch.Writer(wire.StreamStdin)}
 	if _, err := io.Copy(w, r); err != nil {
-		// The server may have ended the channel with its own error (disk full):
-		// that is the better explanation.
-		if msg, nerr := ch.Next(ctx); nerr == nil && msg.Type == wire.TypeClose {
-			if derr := wire.DecodeResult(msg.Payload, nil); derr != nil {
-				return fmt.Errorf("write %s: %w", path, derr)
+		if w.err != nil {
+			// The server ended the channel, probably with its own error (disk
+			// full): that is the better explanation.
+			if msg, nerr := ch.Next(ctx); nerr == nil && msg.Type == wire.TypeClose {
+				if derr := wire.DecodeResult(msg.Payload, nil); derr != nil {
+					return fmt.Errorf("write %s: %w", path, derr)
+				}
 			}
 		}
 		ch.Abort()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	w.CloseWrite()
+	w.w.CloseWrite()
 	msg, err := ch.Next(ctx)
 	if err != nil {
 		ch.Abort()
@@ -129,4 +131,18 @@ func (c *Client) RemoveAll(ctx context.Context, path string) error {
 // MkdirAll creates directory path and missing parents with mode.
 func (c *Client) MkdirAll(ctx context.Context, path string, mode fs.FileMode) error {
 	return c.call(ctx, wire.OpMkdir, wire.MkdirArgs{Path: path, Mode: uint32(mode.Perm())}, nil)
+}
+
+// recordingWriter tells a failed write from a failed read inside io.Copy.
+type recordingWriter struct {
+	w   *wire.SendStream
+	err error
+}
+
+func (r *recordingWriter) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	if err != nil {
+		r.err = err
+	}
+	return n, err
 }

@@ -107,6 +107,8 @@ func Handshake(ctx context.Context, conn net.Conn, cfg Config) (*Mux, error) {
 	}
 	if !stop() || ctx.Err() != nil {
 		err = errors.Join(err, ctx.Err())
+	} else if d, ok := ctx.Deadline(); ok && err != nil && !time.Now().Before(d) {
+		err = errors.Join(err, context.DeadlineExceeded) // the conn deadline beat ctx's timer
 	}
 	if err != nil {
 		conn.Close()

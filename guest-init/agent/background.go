@@ -25,6 +25,8 @@ type bgProc struct {
 	cond sync.Cond
 	out  ring // guarded by mu
 	done bool // guarded by mu; exited and output complete
+
+	finished chan struct{} // closed when done is set and the exit recorded
 }
 
 // registry holds background processes.
@@ -56,6 +58,8 @@ func (s *Server) spawn(_ context.Context, a wire.ExecArgs) (any, error) {
 		seq:  r.seq,
 		p:    p,
 		out:  ring{max: s.opts.RingSize},
+
+		finished: make(chan struct{}),
 	}
 	b.cond.L = &b.mu
 	r.procs[b.info.ID] = b
@@ -111,6 +115,7 @@ func (r *registry) finish(b *bgProc) {
 	b.done = true
 	b.cond.Broadcast()
 	b.mu.Unlock()
+	close(b.finished)
 	r.s.hub.publish(wire.Event{Type: wire.EventProcessExit,
 		Process: &wire.ProcessExit{ID: b.info.ID, Pid: b.info.Pid, Exit: st}})
 }
@@ -171,7 +176,7 @@ func (s *Server) waitBackground(ctx context.Context, a wire.IDArgs) (any, error)
 		return nil, err
 	}
 	select {
-	case <-b.p.exited:
+	case <-b.finished: // not just exited: its output is all in the ring too
 		return b.p.status, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()

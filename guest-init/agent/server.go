@@ -76,10 +76,11 @@ type Server struct {
 	bg   *registry
 	hub  *hub
 
-	mu    sync.Mutex
-	conns map[*wire.Mux]struct{} // guarded by mu
-	ln    net.Listener           // guarded by mu; nil when not serving
-	errc  chan error             // accept failures, to Serve
+	mu      sync.Mutex
+	conns   map[*wire.Mux]struct{} // guarded by mu
+	ln      net.Listener           // guarded by mu; nil when not serving or resetting
+	stopped bool                   // guarded by mu; Serve has returned
+	errc    chan error             // accept failures, to Serve
 }
 
 // New returns a Server.
@@ -112,6 +113,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Lock()
 	cur := s.ln
 	s.ln = nil
+	s.stopped = true
 	s.mu.Unlock()
 	if cur != nil {
 		cur.Close()
@@ -200,22 +202,22 @@ func (s *Server) resetVsock() {
 	}
 	s.mu.Lock()
 	old := s.ln
+	s.ln = nil // tells old's accept loop that its end is no failure
 	s.mu.Unlock()
 	if old == nil {
-		return
+		return // Serve has ended, or another reset is under way
 	}
 	old.Close() // first: the new listener binds the same port
 	ln, err := s.opts.Listen()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ln != old {
+	if s.stopped {
 		if err == nil {
-			ln.Close() // Serve ended meanwhile
+			ln.Close()
 		}
 		return
 	}
 	if err != nil {
-		s.ln = nil
 		select {
 		case s.errc <- fmt.Errorf("listen after vsock reset: %w", err):
 		default:
@@ -223,7 +225,7 @@ func (s *Server) resetVsock() {
 		return
 	}
 	s.ln = ln
-	go s.acceptLoop(context.Background(), ln) // Serve's ctx ends it by closing ln
+	go s.acceptLoop(context.Background(), ln) // Serve ends it by closing ln
 }
 
 // handle runs one channel. A bug in a handler must not take the agent (and
