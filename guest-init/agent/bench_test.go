@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 
 	"github.com/boxd-dev/boxd/agent"
@@ -61,4 +62,14 @@ func BenchmarkPingParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkLocalExecTrue runs `true` with os/exec directly: the floor under
+// BenchmarkExecTrue, so the difference is what the protocol adds.
+func BenchmarkLocalExecTrue(b *testing.B) {
+	for b.Loop() {
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
