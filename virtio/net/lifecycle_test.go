@@ -71,3 +71,33 @@ func TestActivateAfterClose(t *testing.T) {
 		t.Error("probe of a closed device succeeded")
 	}
 }
+
+// TestNotifyRacesLifecycle: kicks from another goroutine (the ioeventfd
+// path) while the driver resets, re-probes and the device closes; run
+// under -race.
+func TestNotifyRacesLifecycle(t *testing.T) {
+	d, _ := newTestDevice(t, Config{}, false)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+				d.Notify(i % 2)
+			}
+		}
+	}()
+	for range 20 {
+		g := newGuest(t, d, guestOptions{features: FeatureMrgRxbuf})
+		g.fillRx(4, 2048)
+		g.reset()
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-done
+}
