@@ -15,6 +15,8 @@ import (
 
 // Exit is how a monitor ended.
 type Exit struct {
+	// Monitor is the process that ended.
+	Monitor Identity
 	// Status is the exit status, or -1 if a signal killed the monitor or it
 	// ended unwatched and left no result file.
 	Status int
@@ -255,6 +257,7 @@ func (s *Supervisor) finish(m *monitor, e Exit) {
 			e.Result, e.Detail = r.Result, r.Detail
 		}
 	}
+	e.Monitor = m.id
 	s.mu.Lock()
 	e.Requested = m.stopping
 	m.exit = e

@@ -1,0 +1,241 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/boxd-dev/boxd/host/api"
+	"github.com/boxd-dev/boxd/host/quota"
+	"github.com/boxd-dev/boxd/host/store"
+	"github.com/boxd-dev/boxd/host/supervisor"
+)
+
+// Config configures a Daemon.
+type Config struct {
+	// StateDir holds the store (boxd.db) and one folder per VM (vms/ID).
+	StateDir string
+	// Kernel and Initrd boot every VM; Cmdline is added to each VM's kernel
+	// command line after the boxd.* keys.
+	Kernel, Initrd, Cmdline string
+	// Limits adjusts the base limits — those the previous daemon stored,
+	// else quota.Defaults() — into this daemon's; nil keeps them. The
+	// result is stored for the next daemon.
+	Limits func(base quota.Limits) quota.Limits
+	// Network gives VMs their network; nil: VMs have none.
+	Network Network
+	// Storage creates root disks; required.
+	Storage Storage
+	// Monitor configures how monitors are started (the boxd binary; tests
+	// substitute a fake).
+	Monitor supervisor.Config
+	// BootTimeout bounds a boot, monitor start to agent answering (default
+	// 60 s); StopTimeout bounds a monitor's orderly stop before SIGKILL
+	// (default 10 s).
+	BootTimeout, StopTimeout time.Duration
+	// Version is what GET /v1/version reports.
+	Version api.VersionInfo
+	// Logf logs what no client sees (default: discard).
+	Logf func(format string, args ...any)
+}
+
+// maxStateDir keeps vms/ID/vsock.sock under the 108-byte Unix socket limit.
+const maxStateDir = 100 - len("/vms/0123456789ab/vsock.sock")
+
+// Daemon is boxd's host daemon. It implements api.Backend.
+type Daemon struct {
+	cfg    Config
+	limits quota.Limits
+	st     *store.Store
+	sup    *supervisor.Supervisor
+
+	mu     sync.Mutex
+	vms    map[string]*vmRuntime // guarded by mu; by name
+	closed bool                  // guarded by mu
+	// bg counts background work (restarts after a guest reboot, reconnects
+	// after a daemon restart) that Close waits for.
+	bg sync.WaitGroup
+}
+
+// vmRuntime is the daemon's live state of one VM beside its record.
+type vmRuntime struct {
+	name, id string
+	// mu serialises operations that change the VM: create, boot, exit
+	// handling, reboot, destroy.
+	mu sync.Mutex
+
+	amu    sync.Mutex
+	client agentConn          // guarded by amu
+	cancel context.CancelFunc // guarded by amu; cancels the boot in progress
+	// gone is closed when the VM is destroyed (ends log followers).
+	gone     chan struct{}
+	goneOnce sync.Once
+}
+
+// Open opens the state directory, reattaches to the monitors that outlived
+// the previous daemon and settles the VMs whose monitors ended meanwhile.
+func Open(ctx context.Context, cfg Config) (*Daemon, error) {
+	if cfg.StateDir == "" || cfg.Kernel == "" || cfg.Storage == nil {
+		return nil, errors.New("daemon: state dir, kernel and storage are required")
+	}
+	dir, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.StateDir = dir
+	if len(dir) > maxStateDir {
+		return nil, fmt.Errorf("daemon: state dir %s is %d bytes long; Unix socket paths under it would exceed 108 bytes: use a path of at most %d", dir, len(dir), maxStateDir)
+	}
+	if cfg.BootTimeout <= 0 {
+		cfg.BootTimeout = 60 * time.Second
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 10 * time.Second
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "vms"), 0o700); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	st, err := store.Open(filepath.Join(dir, "boxd.db"), time.Second)
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, fmt.Errorf("daemon: state dir %s is in use by another boxd daemon: stop it first, or use another --state-dir", dir)
+		}
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	d := &Daemon{cfg: cfg, st: st, vms: map[string]*vmRuntime{}}
+	if err := d.open(ctx); err != nil {
+		d.sup.Close()
+		st.Close()
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	return d, nil
+}
+
+func (d *Daemon) open(ctx context.Context) error {
+	base, ok, err := d.st.Limits()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		base = quota.Defaults()
+	}
+	d.limits = base
+	if d.cfg.Limits != nil {
+		d.limits = d.cfg.Limits(base)
+	}
+	if err := d.limits.Validate(); err != nil {
+		return err
+	}
+	if err := d.st.SetLimits(d.limits); err != nil {
+		return err
+	}
+	mc := d.cfg.Monitor
+	mc.OnExit = d.onExit
+	if d.sup, err = supervisor.New(mc); err != nil {
+		return err
+	}
+	vms, err := d.st.List()
+	if err != nil {
+		return err
+	}
+	if d.cfg.Network != nil {
+		var leases []Lease
+		for _, vm := range vms {
+			if vm.Lease != nil {
+				leases = append(leases, *vm.Lease)
+			}
+		}
+		if err := d.cfg.Network.Start(ctx, leases); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+	}
+	for _, vm := range vms {
+		d.vms[vm.Name] = newRuntime(vm)
+	}
+	for _, vm := range vms {
+		d.reattach(ctx, vm)
+	}
+	return nil
+}
+
+func newRuntime(vm store.VM) *vmRuntime {
+	return &vmRuntime{name: vm.Name, id: vm.ID, gone: make(chan struct{})}
+}
+
+// Limits returns the limits in force.
+func (d *Daemon) Limits() quota.Limits { return d.limits }
+
+// Close stops serving VMs without stopping them: monitors keep running, and
+// the next daemon reattaches to them.
+func (d *Daemon) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	rts := make([]*vmRuntime, 0, len(d.vms))
+	for _, rt := range d.vms {
+		rts = append(rts, rt)
+	}
+	d.mu.Unlock()
+	d.sup.Close()
+	for _, rt := range rts {
+		rt.amu.Lock()
+		if rt.cancel != nil {
+			rt.cancel()
+		}
+		rt.amu.Unlock()
+	}
+	d.bg.Wait()
+	for _, rt := range rts {
+		rt.dropAgent()
+	}
+	var errs []error
+	if d.cfg.Network != nil {
+		errs = append(errs, d.cfg.Network.Close())
+	}
+	errs = append(errs, d.st.Close())
+	return errors.Join(errs...)
+}
+
+// runtime returns the live state of name.
+func (d *Daemon) runtime(name string) (*vmRuntime, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rt, ok := d.vms[name]
+	if !ok {
+		return nil, api.NotFound(name)
+	}
+	return rt, nil
+}
+
+func (d *Daemon) runtimeByID(id string) *vmRuntime {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, rt := range d.vms {
+		if rt.id == id {
+			return rt
+		}
+	}
+	return nil
+}
+
+// background runs f as tracked background work, unless the daemon is closed.
+func (d *Daemon) background(f func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.bg.Go(f)
+}
+
+// Paths inside a VM's folder.
+func consolePath(vm store.VM) string { return filepath.Join(vm.Dir, "console.log") }
+func monitorLog(vm store.VM) string  { return filepath.Join(vm.Dir, "monitor.log") }
+func vsockPath(vm store.VM) string   { return filepath.Join(vm.Dir, "vsock.sock") }
+func resultPath(vm store.VM) string  { return filepath.Join(vm.Dir, "result.json") }
