@@ -45,9 +45,15 @@ manifest() {
 # tinyconfig + olddefconfig silently drop options whose dependencies are missing.
 verify_config() {
 	local frag=$1 config=$2 line name want got bad=0
+	local -A seen=()
 	while IFS= read -r line || [[ -n $line ]]; do
 		[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
 		name=${line%%=*} want=${line#*=}
+		if [[ -n ${seen[$name]:-} ]]; then
+			log "duplicate: $name (merge_config keeps the last one)"
+			bad=1
+		fi
+		seen[$name]=1
 		got=$(grep -m1 -E "^$name=" "$config" | cut -d= -f2- || true)
 		if [[ $want == n ]]; then
 			[[ -z $got || $got == n ]] && continue
@@ -99,6 +105,7 @@ prepare_tree() {
 		log "extracting $src_tar"
 		tar -xJf "$src_tar" -C "$tmp" --strip-components=1
 		touch "$tmp/.boxd-extracted"
+		chmod 755 "$tmp"
 		mv -T "$tmp" "$tree"
 	fi
 	printf '%s\n' "$tree"
