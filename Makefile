@@ -9,7 +9,7 @@ E2E_OUT   ?= $(OUT)/e2e
 STATICCHECK_VERSION := v0.8.2
 DEBIAN_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static kmod cpio \
 	linux-source-6.1 bc flex bison libelf-dev libssl-dev xz-utils build-essential \
-	iproute2 e2fsprogs debootstrap
+	iproute2 e2fsprogs debootstrap lz4
 
 .PHONY: help
 help: ## show this help
