@@ -22,7 +22,10 @@ readonly SRC_PKG=linux-source-6.1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fragment=${BOXD_KERNEL_FRAGMENT:-$here/guest.config}
 src_tar=${BOXD_KERNEL_SOURCE:-/usr/src/$SRC_PKG.tar.xz}
-cache=${BOXD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxd}/kernel
+# HOME can be unset under init-like environments (the nested harness); fall back to
+# the passwd entry rather than failing on `set -u`.
+home=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
+cache=${BOXD_CACHE:-${XDG_CACHE_HOME:-$home/.cache}/boxd}/kernel
 progress_every=${BOXD_KERNEL_PROGRESS_SECONDS:-20}
 
 log() { printf 'kernel: %s\n' "$*" >&2; }
