@@ -65,7 +65,7 @@ type conn struct {
 	queued   atomic.Bool // on Device.notified
 	timedOut atomic.Bool // the guest did not answer our REQUEST in time
 
-	mu   sync.Mutex
+	mu    sync.Mutex
 	rcond sync.Cond // wakes the reader: credit or buffer space grew, or closing; L is &mu
 	wcond sync.Cond // wakes the writer: data in out, wrShut, or closing; L is &mu
 	// Guarded by mu.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -72,7 +71,10 @@ type gstack struct {
 	events    []uint32 // event ids received
 	errs      []string // protocol violations by the device
 	rxPackets int
-	closed    bool // the guest stopped: waits fail
+	closed    bool   // the guest stopped: waits fail
+	stray     []gpkt // RSTs for no socket, and ignored REQUESTs
+	// ignoreRequests makes the guest drop connection requests unanswered.
+	ignoreRequests bool
 }
 
 var errStopped = errors.New("guest stopped")
@@ -262,6 +264,9 @@ func (s *gstack) pump() {
 		delete(s.rxBufs, u.Head)
 	}
 	for i, u := range used {
+		if u.Len == 0 && queue.Buffers(got[i]).Len() < HeaderLen {
+			continue // a buffer too small to use, refused by the device: drop it
+		}
 		s.receive(got[i], u.Len)
 		s.addRx(got[i])
 	}
@@ -404,7 +409,7 @@ func (s *gstack) receive(bufs []queue.Buffer, n uint32) {
 	case p.bufAlloc != s.dev.Config().BufferSize:
 		s.errs = append(s.errs, fmt.Sprintf("buf_alloc %d", p.bufAlloc))
 	}
-	p.payload = append([]byte(nil), raw[HeaderLen:n]...)
+	p.payload = raw[HeaderLen:n]
 	s.rxPackets++
 	s.dispatch(p)
 }
@@ -417,6 +422,25 @@ func (s *gstack) send(c *gconn, op uint16, flags uint32, payload []byte) {
 	c.lastFwdSent = c.fwdCnt
 	s.txq = append(s.txq, p.bytes())
 	s.kick()
+}
+
+// txChain makes a hand-built chain available on the tx queue.
+func (s *gstack) txChain(readable, writable []queue.Buffer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.tx.Add(readable, writable); err != nil {
+		s.t.Fatalf("tx chain: %v", err)
+	}
+	s.tx.Kick()
+}
+
+// txDone waits until the device returned every tx chain (and so has
+// counted what they held).
+func (s *gstack) txDone() error {
+	return s.waitFor("tx chains returned", func() bool {
+		s.flushTx()
+		return len(s.txq) == 0 && s.tx.UsedIdx() == s.tx.AvailIdx()
+	})
 }
 
 // sendRaw queues arbitrary packet bytes.
@@ -464,54 +488,4 @@ func (s *gstack) waitFor(what string, cond func() bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.wait(what, cond)
-}
-
-// errors returns the protocol violations seen so far and clears them.
-func (s *gstack) takeErrs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.errs
-	s.errs = nil
-	return e
-}
-
-// hostConnect connects a host client to the device's socket and asks for
-// guest port port. It returns the connection and the host port the device
-// assigned.
-func hostConnect(path string, port uint32) (*netConn, uint32, error) {
-	c, err := dialUnix(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	if _, err := fmt.Fprintf(c, "CONNECT %d\n", port); err != nil {
-		c.Close()
-		return nil, 0, err
-	}
-	line, err := readLine(c)
-	if err != nil {
-		c.Close()
-		return nil, 0, fmt.Errorf("reading OK line: %w", err)
-	}
-	var hp uint32
-	if _, err := fmt.Sscanf(line, "OK %d", &hp); err != nil {
-		c.Close()
-		return nil, 0, fmt.Errorf("OK line %q: %w", line, err)
-	}
-	return c, hp, nil
-}
-
-// readLine reads up to a newline one byte at a time (no read-ahead).
-func readLine(r io.Reader) (string, error) {
-	var line []byte
-	var b [1]byte
-	for len(line) < 64 {
-		if _, err := io.ReadFull(r, b[:]); err != nil {
-			return string(line), err
-		}
-		if b[0] == '\n' {
-			return string(line), nil
-		}
-		line = append(line, b[0])
-	}
-	return string(line), errors.New("line too long")
 }

@@ -1,6 +1,8 @@
 package vsock
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,8 +24,8 @@ type gconn struct {
 	connecting               bool
 	refused                  bool
 	removed                  bool
-	rst                      bool   // reset by the peer (or a transport reset)
-	rbuf                     []byte // received, not yet read
+	rst                      bool         // reset by the peer (or a transport reset)
+	rbuf                     bytes.Buffer // received, not yet read
 	bufAlloc                 uint32
 	rxCnt                    uint32 // bytes received
 	fwdCnt                   uint32 // bytes the application read
@@ -56,6 +58,10 @@ func (s *gstack) dispatch(p gpkt) {
 	if c == nil {
 		switch p.op {
 		case opRequest:
+			if s.ignoreRequests {
+				s.stray = append(s.stray, p)
+				return
+			}
 			l, ok := s.listeners[p.dstPort]
 			if !ok {
 				s.rstTo(p)
@@ -71,6 +77,7 @@ func (s *gstack) dispatch(p gpkt) {
 				s.rstTo(p) // backlog full
 			}
 		case opRst:
+			s.stray = append(s.stray, p)
 		default:
 			s.rstTo(p)
 		}
@@ -102,7 +109,7 @@ func (s *gstack) dispatch(p gpkt) {
 		if held := c.rxCnt - c.fwdCnt + n; held > c.bufAlloc {
 			s.errs = append(s.errs, fmt.Sprintf("credit exceeded on %v: %d unread bytes, buf_alloc %d", k, held, c.bufAlloc))
 		}
-		c.rbuf = append(c.rbuf, p.payload...)
+		c.rbuf.Write(p.payload)
 		c.rxCnt += n
 		c.maxInFlight = max(c.maxInFlight, c.rxCnt-c.fwdCnt)
 	case opShutdown:
@@ -176,18 +183,17 @@ func (c *gconn) Read(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.wait("data", func() bool {
-		return len(c.rbuf) > 0 || c.rst || c.removed || c.peerShut&shutSend != 0
+		return c.rbuf.Len() > 0 || c.rst || c.removed || c.peerShut&shutSend != 0
 	}); err != nil {
 		return 0, err
 	}
-	if len(c.rbuf) == 0 {
+	if c.rbuf.Len() == 0 {
 		if c.rst {
 			return 0, errReset
 		}
 		return 0, io.EOF
 	}
-	n := copy(p, c.rbuf)
-	c.rbuf = c.rbuf[n:]
+	n, _ := c.rbuf.Read(p)
 	c.fwdCnt += uint32(n)
 	if !c.rst && !c.removed && c.bufAlloc-(c.rxCnt-c.lastFwdSent) < c.bufAlloc/2 {
 		s.send(c, opCreditUpdate, 0, nil)
@@ -236,9 +242,43 @@ func (c *gconn) waitClosed() error {
 	return c.s.waitFor("RST", func() bool { return c.rst || c.removed })
 }
 
-// unread returns how many received bytes the application has not read.
-func (c *gconn) unread() int {
-	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
-	return len(c.rbuf)
+// hostConnect connects a host client to the device's socket and asks for
+// guest port port. It returns the connection and the host port the device
+// assigned.
+func hostConnect(path string, port uint32) (*netConn, uint32, error) {
+	c, err := dialUnix(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, err := fmt.Fprintf(c, "CONNECT %d\n", port); err != nil {
+		c.Close()
+		return nil, 0, err
+	}
+	line, err := readLine(c)
+	if err != nil {
+		c.Close()
+		return nil, 0, fmt.Errorf("reading OK line: %w", err)
+	}
+	var hp uint32
+	if _, err := fmt.Sscanf(line, "OK %d", &hp); err != nil {
+		c.Close()
+		return nil, 0, fmt.Errorf("OK line %q: %w", line, err)
+	}
+	return c, hp, nil
+}
+
+// readLine reads up to a newline one byte at a time (no read-ahead).
+func readLine(r io.Reader) (string, error) {
+	var line []byte
+	var b [1]byte
+	for len(line) < 64 {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return string(line), err
+		}
+		if b[0] == '\n' {
+			return string(line), nil
+		}
+		line = append(line, b[0])
+	}
+	return string(line), errors.New("line too long")
 }

@@ -1,0 +1,242 @@
+package vsock
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/boxd-dev/boxd/virtio/mmio"
+	"github.com/boxd-dev/boxd/virtio/virtiotest"
+)
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count file descriptors: %v", err)
+	}
+	return len(ents)
+}
+
+// TestCloseNoLeaks opens connections in every state — established both
+// ways with a host writer blocked on credit, a host client that never sends
+// its CONNECT line, a REQUEST the guest ignores, a guest connect to a
+// socket that never accepts — then closes the device: every goroutine it
+// started ends and every descriptor it opened is closed.
+func TestCloseNoLeaks(t *testing.T) {
+	// Start the runtime's network poller (its descriptors stay open) before
+	// taking the baseline.
+	warm, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "warm"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.Close()
+	baseG := runtime.NumGoroutine()
+	baseFD := openFDs(t)
+
+	s := newStack(t, Config{}, gopts{bufAlloc: 4096})
+	l := s.listen(1024)
+	hc, _, err := hostConnect(s.path, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-l
+	var hostWG sync.WaitGroup
+	hostWG.Add(1)
+	go func() { // blocks: the guest never reads past its 4 KiB credit
+		defer hostWG.Done()
+		hc.Write(make([]byte, 8<<20))
+	}()
+	_, hc2 := established(t, s, 7300)
+
+	idle, err := dialUnix(s.path) // never sends CONNECT
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+
+	// A socket that never accepts: the dial completes into its backlog.
+	ln := hostListen(t, s, 7301)
+	s.spawn(func() {
+		if _, err := s.dial(7301); err != nil && !errors.Is(err, errStopped) {
+			t.Errorf("dial: %v", err)
+		}
+	})
+
+	s.mu.Lock()
+	s.ignoreRequests = true
+	s.mu.Unlock()
+	pending, err := dialUnix(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pending.Close()
+	fmt.Fprintf(pending, "CONNECT 2048\n")
+	if err := s.waitFor("the ignored REQUEST", func() bool { return len(s.stray) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := eventually("4 connections", func() bool { return s.dev.numConns() == 4 }); err != nil {
+		t.Fatal(err)
+	}
+
+	s.close()
+	s.bg.Wait()
+	if err := s.dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.path); !os.IsNotExist(err) {
+		t.Errorf("socket file after Close: %v", err)
+	}
+	// Every host socket sees its peer gone.
+	for i, c := range []*netConn{hc2, idle, pending} {
+		if got, err := io.ReadAll(c); len(got) != 0 || err != nil {
+			t.Errorf("host socket %d after Close: %q, %v", i, got, err)
+		}
+	}
+	hostWG.Wait()
+	for _, c := range []io.Closer{hc, hc2, idle, pending, ln} {
+		c.Close()
+	}
+
+	if err := eventually("goroutines to end", func() bool { return runtime.NumGoroutine() <= baseG }); err != nil {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%v: %d goroutines, %d before\n%s", err, runtime.NumGoroutine(), baseG, buf[:runtime.Stack(buf, true)])
+	}
+	if got := openFDs(t); got != baseFD {
+		t.Errorf("%d open file descriptors after Close, %d before", got, baseFD)
+	}
+}
+
+func TestCloseTwiceAndAfterClose(t *testing.T) {
+	d, err := New(Config{GuestCID: 3, UDSPath: filepath.Join(t.TempDir(), "v.sock")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := d.ResetTransport(); !errors.Is(err, ErrClosed) {
+		t.Errorf("ResetTransport after Close: %v", err)
+	}
+	if err := d.Activate(nil, nil, 0, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Activate after Close: %v", err)
+	}
+	d.Notify(QueueTx) // must not block or panic
+	d.Reset()
+}
+
+// TestSocketPath: a stale socket left by a dead monitor is replaced; a live
+// one is not stolen.
+func TestSocketPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v.sock")
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close() // the file stays, nobody listens
+
+	d, err := New(Config{GuestCID: 3, UDSPath: path})
+	if err != nil {
+		t.Fatalf("New over a stale socket: %v", err)
+	}
+	defer d.Close()
+	if _, err := New(Config{GuestCID: 4, UDSPath: path}); err == nil {
+		t.Fatal("New stole a live socket")
+	}
+
+	file := filepath.Join(t.TempDir(), "regular")
+	os.WriteFile(file, nil, 0o600)
+	if _, err := New(Config{GuestCID: 3, UDSPath: file}); err == nil {
+		t.Fatal("New replaced a regular file")
+	}
+}
+
+func TestTransportReset(t *testing.T) {
+	s := newStack(t, Config{}, gopts{})
+	l := s.listen(1024)
+	echoGuest(t, s, l, 2)
+	hc, _, err := hostConnect(s.path, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	ln := hostListen(t, s, 7003)
+	gc, err := s.dial(7003)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc2, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc2.Close()
+
+	if err := s.dev.ResetTransport(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitFor("the reset event", func() bool { return len(s.events) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]uint32{eventTransportReset}, s.events); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	for i, c := range []*netConn{hc, hc2} {
+		if got, err := io.ReadAll(c); len(got) != 0 || err != nil {
+			t.Errorf("host socket %d after reset: %q, %v; want EOF", i, got, err)
+		}
+	}
+	if _, err := gc.Write([]byte("x")); !errors.Is(err, errReset) {
+		t.Errorf("guest write after reset: %v", err)
+	}
+	if n := s.dev.numConns(); n != 0 {
+		t.Errorf("%d connections after reset", n)
+	}
+	// The transport works afterwards.
+	hc3, _, err := hostConnect(s.path, 1024)
+	if err != nil {
+		t.Fatalf("connect after reset: %v", err)
+	}
+	defer hc3.Close()
+	hc3.Write([]byte("again"))
+	var b [5]byte
+	if _, err := io.ReadFull(hc3, b[:]); err != nil || string(b[:]) != "again" {
+		t.Errorf("echo after reset = %q, %v", b, err)
+	}
+	if got := s.dev.Stats().TransportResets.Load(); got != 1 {
+		t.Errorf("TransportResets = %d", got)
+	}
+}
+
+// TestDriverReset: the driver resetting the device (status 0) closes every
+// host socket; host clients that connect meanwhile wait for the next
+// activation.
+func TestDriverReset(t *testing.T) {
+	s := newStack(t, Config{}, gopts{})
+	l := s.listen(1024)
+	echoGuest(t, s, l, 1)
+	hc, _, err := hostConnect(s.path, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	s.close() // the guest driver stops
+	virtiotest.WriteReg(s.tr, mmio.RegStatus, 0)
+	if got, err := io.ReadAll(hc); len(got) != 0 || err != nil {
+		t.Errorf("host after device reset: %q, %v", got, err)
+	}
+	if n := s.dev.numConns(); n != 0 {
+		t.Errorf("%d connections after reset", n)
+	}
+}
