@@ -46,6 +46,16 @@ One binary plays every role: the host CLI, the daemon, the per-VM monitor
 		newVMMCmd(),
 		newBenchCmd(),
 		newNestedCmd(),
+		newDaemonCmd(),
+		newNewCmd(),
+		newExecCmd(),
+		newLsCmd(),
+		newInspectCmd(),
+		newDestroyCmd(),
+		newLogsCmd(),
+		newCpCmd(),
+		newShellCmd(),
+		newRebootCmd(),
 	)
 	return root
 }
