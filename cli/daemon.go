@@ -270,4 +270,3 @@ func versionOf() api.VersionInfo {
 	}
 	return v
 }
-
