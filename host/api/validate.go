@@ -205,4 +205,3 @@ func DecodeExec(r io.Reader, streaming bool) (ExecRequest, error) {
 	}
 	return req, nil
 }
-

@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/boxd-dev/boxd/agent"
-	"github.com/boxd-dev/boxd/host/internal/fakevmm"
+	"github.com/boxd-dev/boxd/internal/fakevmm"
 )
 
 func TestMain(m *testing.M) {
