@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/boxd-dev/boxd/internal/initrd"
+	"github.com/boxd-dev/boxd/vmm/machine"
 )
 
 // BootInit is PID 1 of the boot benchmark: it reports the guest's uptime at init
@@ -24,9 +25,10 @@ echo "BENCH-INIT uptime=$(/bin/busybox cut -d' ' -f1 /proc/uptime)"
 /bin/busybox reboot -f
 `
 
-// BootCmdline is given to both monitors (boxd adds nothing else when --cmdline
-// is empty; see cli.DefaultCmdline, which this must equal).
-const BootCmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
+// qemuCmdline is boxd's default command line, except that the guest reboots
+// by triple fault: microvm has no i8042, so "reboot=k" would fall through to a
+// BIOS restart that -no-reboot does not catch.
+var qemuCmdline = strings.Replace(machine.DefaultCmdline, "reboot=k", "reboot=t", 1)
 
 // BootConfig describes a boot benchmark.
 type BootConfig struct {
@@ -70,7 +72,7 @@ func Boot(ctx context.Context, cfg BootConfig) error {
 	qemuArgs := []string{cfg.QEMU, "-M", "microvm,x-option-roms=off,rtc=off,acpi=off", "-accel", "kvm", "-cpu", "host",
 		"-m", strconv.Itoa(cfg.MemMiB), "-smp", strconv.Itoa(cfg.CPUs), "-nodefaults", "-no-user-config",
 		"-display", "none", "-no-reboot", "-serial", "stdio",
-		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", BootCmdline}
+		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", qemuCmdline}
 
 	var boxd, qemu []bootSample
 	for i := range cfg.Runs {

@@ -27,18 +27,14 @@ const (
 	vmmExitCrash    = 4 // guest crashed: triple fault, KVM could not run it, kernel panic
 )
 
-// DefaultCmdline is prepended to --cmdline: a serial console, reboot through
-// the i8042 (which the monitor turns into an exit), reboot at once on panic,
-// and no probing of hardware a boxd VM does not have.
-const DefaultCmdline = "console=ttyS0 reboot=k panic=-1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
-
 type vmmFlags struct {
 	kernel, initrd, cmdline, console string
 	cpus, memMiB                     int
 	memDir                           string
 	resultJSON                       string
 	timing                           bool
-	disks                            []string
+	disks, nets                      []string
+	vsock                            string
 }
 
 func newVMMCmd() *cobra.Command {
@@ -57,7 +53,7 @@ Exit status:
   3  the guest asked to reboot (a supervisor restarts it)
   4  the guest crashed (triple fault, KVM could not run it, kernel panic)
 
-The kernel command line is "` + DefaultCmdline + `" followed by --cmdline.`,
+The kernel command line is "` + machine.DefaultCmdline + `" followed by --cmdline.`,
 		Example: `  boxd vmm --kernel vmlinux --initrd initramfs.cpio.gz --cpus 2 --mem-mib 512
   boxd vmm --kernel vmlinux --initrd rd.gz --cmdline 'rdinit=/bin/sh' --console guest.log`,
 		Args: cobra.NoArgs,
@@ -75,6 +71,8 @@ The kernel command line is "` + DefaultCmdline + `" followed by --cmdline.`,
 	fl.StringVar(&f.memDir, "mem-dir", "", "back guest RAM with a file in this folder (a tmpfs) instead of a memfd")
 	fl.StringVar(&f.resultJSON, "result-json", "", "write how the VM ended as JSON to this file")
 	fl.StringArrayVar(&f.disks, "disk", nil, "attach a virtio-blk disk: PATH[,ro][,id=SERIAL] (repeatable; the guest sees vda, vdb, ... in this order)")
+	fl.StringArrayVar(&f.nets, "net", nil, "attach a virtio-net device on a TAP: tap=NAME[,mac=aa:bb:cc:dd:ee:ff][,mtu=N] (repeatable)")
+	fl.StringVar(&f.vsock, "vsock", "", "attach a virtio-vsock device: cid=N,path=SOCK; host programs connect to SOCK and send \"CONNECT <port>\\n\", guest connections to port P reach SOCK_P")
 	fl.BoolVar(&f.timing, "timing", false, "print the monitor's setup time and the VM's run time to stderr")
 	cmd.MarkFlagRequired("kernel")
 	return cmd
@@ -111,7 +109,7 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 	if _, err := os.Stat(f.kernel); err != nil {
 		return fmt.Errorf("kernel: %w", err)
 	}
-	cmdline := strings.TrimSpace(DefaultCmdline + " " + f.cmdline)
+	cmdline := strings.TrimSpace(machine.DefaultCmdline + " " + f.cmdline)
 	devs, err := virtioDevices(f)
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 // Feature bits adjusted here.
 const (
 	leaf1EcxHypervisor   = 1 << 31
+	leaf1EcxTSCDeadline  = 1 << 24
 	leaf1EdxHTT          = 1 << 28
 	ext1EcxCmpLegacy     = 1 << 1
 	ext1EcxPerfCtrCore   = 1 << 23
@@ -20,9 +21,19 @@ const (
 	cpuidFlagSignificant = kvm.CPUIDFlagSignificantIndex
 )
 
+// Options are facts about the host that KVM reports outside
+// KVM_GET_SUPPORTED_CPUID.
+type Options struct {
+	// TSCDeadline: KVM emulates the LAPIC TSC-deadline timer
+	// (KVM_CAP_TSC_DEADLINE_TIMER). KVM never sets this bit in the supported
+	// leaves; without it the guest calibrates the LAPIC timer against the PIT,
+	// which is slow and, on a slow host, fails ("APIC timer disabled").
+	TSCDeadline bool
+}
+
 // ForGuest returns the CPUID leaves for vCPU id (its APIC ID) of a VM with ncpus
 // vCPUs. supported is not modified.
-func ForGuest(supported []kvm.CPUIDEntry, id, ncpus int) []kvm.CPUIDEntry {
+func ForGuest(supported []kvm.CPUIDEntry, id, ncpus int, opt Options) []kvm.CPUIDEntry {
 	coreBits := uint32(bits.Len(uint(ncpus - 1))) // bits of APIC ID that number cores
 	out := make([]kvm.CPUIDEntry, 0, len(supported))
 	for _, e := range supported {
@@ -32,6 +43,9 @@ func ForGuest(supported []kvm.CPUIDEntry, id, ncpus int) []kvm.CPUIDEntry {
 			// [15:8] CLFLUSH line size in 8-byte units.
 			e.EBX = uint32(id)<<24 | uint32(ncpus)<<16 | 8<<8 | e.EBX&0xff
 			e.ECX |= leaf1EcxHypervisor
+			if opt.TSCDeadline {
+				e.ECX |= leaf1EcxTSCDeadline
+			}
 			if ncpus > 1 {
 				e.EDX |= leaf1EdxHTT
 			} else {

@@ -34,7 +34,7 @@ func TestForGuest(t *testing.T) {
 		{Function: 0x80000008, ECX: 0x0000f00f | 0x3000},
 	}
 	orig := append([]kvm.CPUIDEntry(nil), supported...)
-	got := ForGuest(supported, 2, 4)
+	got := ForGuest(supported, 2, 4, Options{TSCDeadline: true})
 	if d := cmp.Diff(orig, supported); d != "" {
 		t.Fatalf("ForGuest modified its input:\n%s", d)
 	}
@@ -46,8 +46,8 @@ func TestForGuest(t *testing.T) {
 	if n := l1.EBX >> 16 & 0xff; n != 4 {
 		t.Errorf("leaf 1 logical count = %d, want 4", n)
 	}
-	if l1.ECX&leaf1EcxHypervisor == 0 || l1.EDX&leaf1EdxHTT == 0 {
-		t.Errorf("leaf 1 ECX %#x EDX %#x: want hypervisor and HTT bits", l1.ECX, l1.EDX)
+	if l1.ECX&leaf1EcxHypervisor == 0 || l1.ECX&leaf1EcxTSCDeadline == 0 || l1.EDX&leaf1EdxHTT == 0 {
+		t.Errorf("leaf 1 ECX %#x EDX %#x: want hypervisor, TSC-deadline and HTT bits", l1.ECX, l1.EDX)
 	}
 	if l4 := find(t, got, 0x4, 0); l4.EAX>>26 != 3 || l4.EAX>>14&0xfff != 0 {
 		t.Errorf("leaf 4 EAX = %#x: want 3 in [31:26], 0 in [25:14]", l4.EAX)
@@ -83,8 +83,8 @@ func TestForGuest(t *testing.T) {
 }
 
 func TestSingleCPU(t *testing.T) {
-	got := ForGuest([]kvm.CPUIDEntry{{Function: 0x1, EDX: leaf1EdxHTT}, {Function: 0x80000001, ECX: ext1EcxCmpLegacy}}, 0, 1)
-	if got[0].EDX&leaf1EdxHTT != 0 || got[1].ECX&ext1EcxCmpLegacy != 0 {
+	got := ForGuest([]kvm.CPUIDEntry{{Function: 0x1, EDX: leaf1EdxHTT}, {Function: 0x80000001, ECX: ext1EcxCmpLegacy}}, 0, 1, Options{})
+	if got[0].EDX&leaf1EdxHTT != 0 || got[0].ECX&leaf1EcxTSCDeadline != 0 || got[1].ECX&ext1EcxCmpLegacy != 0 {
 		t.Errorf("single vCPU still advertises multiple threads: %+v", got)
 	}
 }
@@ -113,7 +113,7 @@ func TestAcceptedByKVM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := ForGuest(sup, id, 2)
+		want := ForGuest(sup, id, 2, Options{TSCDeadline: sys.CheckExtension(kvm.CapTSCDeadlineTimer) > 0})
 		if err := c.SetCPUID2(want); err != nil {
 			t.Fatal(err)
 		}

@@ -81,24 +81,25 @@ var (
 
 // Capabilities (KVM_CAP_*) the monitor checks.
 const (
-	CapIRQChip         = 0
-	CapUserMemory      = 3
-	CapSetTSSAddr      = 4
-	CapExtCPUID        = 7
-	CapNrVCPUs         = 9
-	CapNrMemSlots      = 10
-	CapPIT2            = 33
-	CapIRQFD           = 32
-	CapIOEventFD       = 36
-	CapAdjustClock     = 39
-	CapVCPUEvents      = 41
-	CapDebugRegs       = 50
-	CapXSave           = 55
-	CapXCRs            = 56
-	CapTSCControl      = 60
-	CapMaxVCPUs        = 66
-	CapImmediateExit   = 136
-	CapXSave2          = 208
-	CapSplitIRQChip    = 121
-	CapX86DisableExits = 143
+	CapIRQChip          = 0
+	CapUserMemory       = 3
+	CapSetTSSAddr       = 4
+	CapExtCPUID         = 7
+	CapNrVCPUs          = 9
+	CapNrMemSlots       = 10
+	CapPIT2             = 33
+	CapIRQFD            = 32
+	CapIOEventFD        = 36
+	CapAdjustClock      = 39
+	CapVCPUEvents       = 41
+	CapDebugRegs        = 50
+	CapXSave            = 55
+	CapXCRs             = 56
+	CapTSCControl       = 60
+	CapMaxVCPUs         = 66
+	CapTSCDeadlineTimer = 72
+	CapImmediateExit    = 136
+	CapXSave2           = 208
+	CapSplitIRQChip     = 121
+	CapX86DisableExits  = 143
 )

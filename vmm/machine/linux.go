@@ -9,6 +9,14 @@ import (
 	"github.com/boxd-dev/boxd/vmm/memory"
 )
 
+// DefaultCmdline is what boxd gives every Linux guest before its own
+// arguments: a serial console, quiet (every console byte is a VM exit: a
+// verbose boot spends most of its time printing), reboot through the i8042
+// (which the monitor turns into an exit), reboot at once on panic (the
+// monitor reports it as a crash), and no probing of hardware a boxd VM does
+// not have.
+const DefaultCmdline = "console=ttyS0 quiet reboot=k panic=-1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
+
 // LinuxLoader loads a Linux kernel (ELF vmlinux through its PVH entry, or a
 // bzImage through the 64-bit boot protocol), an optional initrd and a command
 // line, and sets up vCPU 0 to enter it. cpus is the machine's vCPU count (for

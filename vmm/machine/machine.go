@@ -263,13 +263,14 @@ func (m *Machine) createVCPUs() error {
 	if err != nil {
 		return err
 	}
+	opt := cpuid.Options{TSCDeadline: m.sys.CheckExtension(kvm.CapTSCDeadlineTimer) > 0}
 	for id := range m.cfg.CPUs {
 		c, err := m.vm.CreateVCPU(id)
 		if err != nil {
 			return err
 		}
 		m.kvcpus = append(m.kvcpus, c)
-		if err := c.SetCPUID2(cpuid.ForGuest(sup, id, m.cfg.CPUs)); err != nil {
+		if err := c.SetCPUID2(cpuid.ForGuest(sup, id, m.cfg.CPUs, opt)); err != nil {
 			return err
 		}
 		if err := c.SetMSRs(bootMSRs); err != nil {
