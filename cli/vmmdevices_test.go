@@ -37,3 +37,27 @@ func TestParseDisk(t *testing.T) {
 		}
 	}
 }
+
+func TestParseNet(t *testing.T) {
+	got, err := parseNet("tap=tap0,mac=02:00:00:00:00:01,mtu=9000")
+	if err != nil || got.TAP != "tap0" || got.MAC.String() != "02:00:00:00:00:01" || got.MTU != 9000 {
+		t.Errorf("parseNet = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "tap=", "mac=02:00:00:00:00:01", "tap=t,mac=zz", "tap=t,mtu=10", "tap=t,x=1", "tap=abcdefghijklmnop"} {
+		if _, err := parseNet(bad); err == nil {
+			t.Errorf("parseNet(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestParseVsock(t *testing.T) {
+	got, err := parseVsock("cid=3,path=/run/v.sock")
+	if err != nil || got != (vsockSpec{CID: 3, Path: "/run/v.sock"}) {
+		t.Errorf("parseVsock = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "cid=2,path=/x", "cid=3", "path=/x", "cid=4294967295,path=/x", "cid=x,path=/x", "cid=3,path=/x,y=1"} {
+		if _, err := parseVsock(bad); err == nil {
+			t.Errorf("parseVsock(%q) succeeded", bad)
+		}
+	}
+}
