@@ -15,6 +15,11 @@
 // (FALLOC_FL_PUNCH_HOLE) or zero ranges (FALLOC_FL_ZERO_RANGE) instead of
 // writing zeros, so a 100 GB disk costs only what the guest wrote.
 //
+// Backends: File (a raw file or block device) and COW, a copy-on-write
+// overlay over a read-only base (docs/disk-format.md: cluster bitmap,
+// crash-safe flush ordering, frozen overlays as bases of chains).
+// OpenDisk opens either from a disk spec: "cow:PATH" or a plain path.
+//
 // A Device owns its backend: Close stops the worker and closes the backend.
 // Devices share nothing, so a VM may have several.
 package blk
