@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -107,27 +106,23 @@ const recordVersion = 1
 
 func recordPath(dir string) string { return filepath.Join(dir, "network.json") }
 
-// loadRecord reads the state file; a missing file is an empty record.
-func loadRecord(dir string) (record, error) {
+// loadRecord reads the state file. A missing file is an empty record, and
+// so is an unreadable one: the record only holds hints (what to clean up,
+// where the cursor was), the daemon's leases are authoritative, and the
+// bridge's ports are scanned anyway, so losing it costs nothing that
+// refusing to start would save.
+func loadRecord(dir string) record {
 	var r record
 	b, err := os.ReadFile(recordPath(dir))
-	if errors.Is(err, fs.ErrNotExist) {
-		return record{Version: recordVersion}, nil
+	if err != nil || json.Unmarshal(b, &r) != nil || r.Version != recordVersion {
+		return record{Version: recordVersion}
 	}
-	if err != nil {
-		return r, fmt.Errorf("network: %w", err)
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("network: %s: %w", recordPath(dir), err)
-	}
-	if r.Version != recordVersion {
-		return r, fmt.Errorf("network: %s: version %d, want %d", recordPath(dir), r.Version, recordVersion)
-	}
-	return r, nil
+	return r
 }
 
-// saveRecord replaces the state file atomically (write, fsync, rename,
-// fsync the directory): a crash leaves the old record or the new one.
+// saveRecord replaces the state file by rename, so a reader sees the old
+// record or the new one. It does not fsync: the record is a hint (see
+// loadRecord), and Attach is on the path of every VM's boot.
 func saveRecord(dir string, r record) error {
 	r.Version = recordVersion
 	b, err := json.MarshalIndent(r, "", "  ")
@@ -142,27 +137,15 @@ func saveRecord(dir string, r record) error {
 		return fmt.Errorf("network: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("network: write record: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("network: sync record: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("network: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), recordPath(dir)); err != nil {
 		return fmt.Errorf("network: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("network: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("network: sync %s: %w", dir, err)
 	}
 	return nil
 }

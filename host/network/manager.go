@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -87,10 +88,7 @@ func (m *Manager) Start(ctx context.Context, inUse []daemon.Lease) error {
 	if m.started {
 		return errors.New("network: started twice")
 	}
-	rec, err := loadRecord(m.cfg.StateDir)
-	if err != nil {
-		return err
-	}
+	rec := loadRecord(m.cfg.StateDir)
 	if rec.Next.IsValid() && m.pool.usable(rec.Next) {
 		m.pool.next = rec.Next
 	}
@@ -187,8 +185,14 @@ func checkVMID(id string) error {
 // Attach leases an address to vmID and creates its TAP and rules. For a VM
 // that already holds a lease it re-creates what is missing and returns
 // the same lease.
+//
+// The context is checked before any change: once Attach has changed the
+// host it finishes, so that a lease it made is never lost with an error.
 func (m *Manager) Attach(ctx context.Context, vmID string) (daemon.Lease, error) {
 	if err := checkVMID(vmID); err != nil {
+		return daemon.Lease{}, err
+	}
+	if err := ctx.Err(); err != nil {
 		return daemon.Lease{}, err
 	}
 	m.mu.Lock()
@@ -223,7 +227,7 @@ func (m *Manager) Attach(ctx context.Context, vmID string) (daemon.Lease, error)
 	if err := m.save(); err != nil {
 		return daemon.Lease{}, err
 	}
-	return l, ctx.Err()
+	return l, nil
 }
 
 func (m *Manager) attach(l daemon.Lease) error {
@@ -254,6 +258,9 @@ func (m *Manager) attach(l daemon.Lease) error {
 // entries of its address and frees the address. What is already gone is
 // not an error.
 func (m *Manager) Detach(ctx context.Context, l daemon.Lease) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.started {
@@ -266,10 +273,7 @@ func (m *Manager) Detach(ctx context.Context, l daemon.Lease) error {
 		delete(m.leases, l.VMID)
 		m.pool.free(l.Address.Addr())
 	}
-	if err := m.save(); err != nil {
-		return err
-	}
-	return ctx.Err()
+	return m.save()
 }
 
 func (m *Manager) detach(l daemon.Lease) error {
@@ -295,18 +299,23 @@ func (m *Manager) detach(l daemon.Lease) error {
 }
 
 // forget drops the host's neighbour entry and connection-tracking state
-// of a freed address, so its next holder starts clean. Both are caches
-// that would expire anyway: errors are ignored.
+// of a freed address, so its next holder starts clean: no stale MAC, and
+// no replies of the previous holder's connections (still arriving from
+// the outside) translated to the new one. The conntrack dump walks the
+// whole table, so one dump serves both directions. Both are caches that
+// expire on their own; errors are ignored.
 func (m *Manager) forget(a netip.Addr) {
 	if bridge, err := m.nl.LinkByName(m.cfg.Bridge); err == nil {
 		_ = m.nl.NeighDel(&netlink.Neigh{LinkIndex: bridge.Attrs().Index, Family: unix.AF_INET, IP: a.AsSlice()})
 	}
-	for _, dir := range []netlink.ConntrackFilterType{netlink.ConntrackOrigSrcIP, netlink.ConntrackReplyDstIP} {
-		f := &netlink.ConntrackFilter{}
-		if f.AddIP(dir, a.AsSlice()) == nil {
-			_, _ = m.nl.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, f)
-		}
-	}
+	_, _ = m.nl.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, addrFlows{a.AsSlice()})
+}
+
+// addrFlows matches the flows an address started or was sent.
+type addrFlows struct{ ip net.IP }
+
+func (f addrFlows) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
+	return flow.Forward.SrcIP.Equal(f.ip) || flow.Forward.DstIP.Equal(f.ip)
 }
 
 // Close stops the DNS forwarder and releases the Manager's handles. The
@@ -334,6 +343,9 @@ func (m *Manager) Close() error {
 // daemon that is gone.
 // It does not reset net.ipv4.ip_forward, which other software may need.
 func (m *Manager) Teardown(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -344,8 +356,7 @@ func (m *Manager) Teardown(ctx context.Context) error {
 		m.dns = nil
 	}
 	var errs []error
-	rec, err := loadRecord(m.cfg.StateDir)
-	errs = append(errs, err)
+	rec := loadRecord(m.cfg.StateDir)
 	taps := make(map[string]bool)
 	for _, l := range rec.Leases {
 		taps[l.TAP] = true
@@ -378,7 +389,7 @@ func (m *Manager) Teardown(ctx context.Context) error {
 	m.leases = make(map[string]daemon.Lease)
 	m.pool = newPool(m.cfg.Subnet)
 	m.mu.Unlock()
-	errs = append(errs, m.Close(), ctx.Err())
+	errs = append(errs, m.Close())
 	return errors.Join(errs...)
 }
 

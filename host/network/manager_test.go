@@ -297,3 +297,55 @@ func familyName(f nftables.TableFamily) string {
 	}
 	return "other"
 }
+
+// BenchmarkAttachDetach measures a VM's whole network life: TAP, port
+// setup, rules and record, then their removal.
+func BenchmarkAttachDetach(b *testing.B) {
+	requireNetAdmin(b)
+	ns := newNS(b)
+	m, err := New(Config{StateDir: b.TempDir(), NetNSFd: ns, ResolvConf: "/dev/null"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := m.Start(ctx, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer m.Teardown(ctx)
+	b.ResetTimer()
+	for range b.N {
+		l, err := m.Attach(ctx, "0000000000be")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Detach(ctx, l); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAttach measures what the network adds to a VM's boot.
+func BenchmarkAttach(b *testing.B) {
+	requireNetAdmin(b)
+	m, err := New(Config{StateDir: b.TempDir(), NetNSFd: newNS(b), ResolvConf: "/dev/null"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := m.Start(ctx, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer m.Teardown(ctx)
+	b.ResetTimer()
+	for range b.N {
+		l, err := m.Attach(ctx, "0000000000be")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := m.Detach(ctx, l); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}

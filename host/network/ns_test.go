@@ -10,7 +10,7 @@ import (
 )
 
 // requireNetAdmin skips a test that needs to create namespaces and links.
-func requireNetAdmin(t *testing.T) {
+func requireNetAdmin(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces")
@@ -22,7 +22,7 @@ func requireNetAdmin(t *testing.T) {
 
 // newNS creates a network namespace, with its loopback up, that lives as
 // long as the test. Nothing in it has a route out of it.
-func newNS(t *testing.T) int {
+func newNS(t testing.TB) int {
 	t.Helper()
 	type result struct {
 		h   netns.NsHandle
@@ -66,7 +66,7 @@ func newNS(t *testing.T) int {
 }
 
 // nlAt returns a netlink handle working in namespace fd.
-func nlAt(t *testing.T, fd int) *netlink.Handle {
+func nlAt(t testing.TB, fd int) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
 	if err != nil {

@@ -131,13 +131,16 @@ func (m *Manager) CreateDisk(ctx context.Context, vmID string, sizeBytes int64) 
 	if err := blk.CreateCOW(m.cowPath(vmID), rel, size, m.cfg.ClusterSize); err != nil {
 		return "", fmt.Errorf("storage: disk of %s: %w", vmID, err)
 	}
-	return blk.CowPrefix + m.cowPath(vmID), ctx.Err()
+	return blk.CowPrefix + m.cowPath(vmID), nil
 }
 
 // DeleteDisk deletes vmID's disk, whichever kind it is. A disk that does
 // not exist is not an error. The base stays for the other disks on it.
 func (m *Manager) DeleteDisk(ctx context.Context, vmID string) error {
 	if err := checkVMID(vmID); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	m.mu.Lock()
@@ -148,7 +151,7 @@ func (m *Manager) DeleteDisk(ctx context.Context, vmID string) error {
 			errs = append(errs, fmt.Errorf("storage: %w", err))
 		}
 	}
-	errs = append(errs, syncDir(m.cfg.Dir), ctx.Err())
+	errs = append(errs, syncDir(m.cfg.Dir))
 	return errors.Join(errs...)
 }
 

@@ -17,7 +17,7 @@ import (
 
 // writeImage writes a raw image of size bytes: random data with a hole in
 // the middle. It is not ext4, so bases are not resized.
-func writeImage(t *testing.T, path string, size int64, seed uint64) []byte {
+func writeImage(t testing.TB, path string, size int64, seed uint64) []byte {
 	t.Helper()
 	b := make([]byte, size)
 	r := rand.New(rand.NewPCG(seed, 0))
