@@ -29,6 +29,7 @@ type daemonFlags struct {
 	cmdline                  string
 	config                   string
 	network, bridge, subnet  string
+	diskMode                 string
 	bootTimeout              time.Duration
 	json                     bool
 
@@ -81,6 +82,7 @@ flags on the command line win over it.`,
 	fl.StringVar(&f.network, "network", "bridge", `"bridge" (TAP per VM on a host bridge, NAT) or "none" (VMs without a network)`)
 	fl.StringVar(&f.bridge, "bridge", "", "host bridge name (default boxd0)")
 	fl.StringVar(&f.subnet, "subnet", "", "the guests' IPv4 subnet (default 10.88.0.0/16)")
+	fl.StringVar(&f.diskMode, "disk-mode", "", `how disks share the image's blocks: "reflink", "cow" (an overlay), or "" to pick reflink where the state dir's file system has it`)
 	fl.DurationVar(&f.bootTimeout, "boot-timeout", 60*time.Second, "how long a VM may take from monitor start to agent ready")
 	fl.IntVar(&f.maxVMs, "max-vms", 0, "most VMs at once (default 10)")
 	fl.IntVar(&f.maxCPUs, "max-cpus", 0, "most vCPUs per VM (default 2)")
@@ -196,6 +198,8 @@ func runDaemon(cmd *cobra.Command, f daemonFlags) error {
 		return fmt.Errorf("--image is required: the base root file system each VM's disk starts from")
 	case f.network != "bridge" && f.network != "none":
 		return fmt.Errorf("--network %q: want bridge or none", f.network)
+	case f.diskMode != "" && f.diskMode != "reflink" && f.diskMode != "cow":
+		return fmt.Errorf("--disk-mode %q: want reflink, cow, or empty (automatic)", f.diskMode)
 	}
 	if f.subnet != "" {
 		if _, err := netip.ParsePrefix(f.subnet); err != nil {

@@ -207,6 +207,11 @@ func (d *Daemon) boot(ctx context.Context, rt *vmRuntime, vm store.VM) (store.VM
 	defer cancel()
 	c, err := waitReady(bctx, spec.VsockPath, d.sup.Done(vm.ID))
 	if err != nil {
+		if d.isClosed() && vm.State != store.Creating {
+			// The daemon is going away, not the VM: its monitor stays
+			// recorded, and the next daemon adopts it and waits on.
+			return vm, err
+		}
 		return d.bootFailed(vm, spec, err)
 	}
 	rt.setAgent(c)

@@ -224,6 +224,12 @@ func (d *Daemon) runtimeByID(id string) *vmRuntime {
 	return nil
 }
 
+func (d *Daemon) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
 // background runs f as tracked background work, unless the daemon is closed.
 func (d *Daemon) background(f func()) {
 	d.mu.Lock()

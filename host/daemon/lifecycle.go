@@ -56,7 +56,9 @@ func (d *Daemon) settle(rt *vmRuntime, vm store.VM, e supervisor.Exit) {
 			d.cfg.Logf("%s: record reboot: %v", vm.Name, err)
 			return
 		}
-		d.restart(rt, vm)
+		// Boot in the background: the state says Booting meanwhile, and
+		// whoever settles (the supervisor, a starting daemon) is not held.
+		d.background(func() { d.restart(rt, vm.ID) })
 		return
 	}
 	state, why := store.Crashed, describeExit(e)
@@ -103,14 +105,24 @@ func describeExit(e supervisor.Exit) string {
 	return fmt.Sprintf("monitor exit status %d", e.Status)
 }
 
-// restart boots vm again after a guest reboot; vm's runtime is locked. A
-// boot that fails marks the VM crashed.
-func (d *Daemon) restart(rt *vmRuntime, vm store.VM) {
+// restart boots a VM again after a guest reboot, unless something else
+// (boxd reboot, destroy) took care of it first. A boot that fails marks the
+// VM crashed.
+func (d *Daemon) restart(rt *vmRuntime, id string) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	vm, err := d.st.Get(rt.name)
+	if err != nil || vm.ID != id || vm.State != store.Booting || vm.Monitor != nil {
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rt.setCancel(cancel)
 	defer rt.setCancel(nil)
 	if _, err := d.boot(ctx, rt, vm); err != nil {
+		if d.isClosed() {
+			return // left Booting: the next daemon restarts it
+		}
 		d.cfg.Logf("%s: restart after reboot: %v", vm.Name, err)
 		d.crashed(vm.Name, err)
 	}
@@ -153,6 +165,11 @@ func (d *Daemon) reattach(ctx context.Context, vm store.VM) {
 		return
 	}
 	if vm.Monitor == nil {
+		if vm.State == store.Booting {
+			// A restart the last daemon did not finish.
+			d.background(func() { d.restart(rt, vm.ID) })
+			return
+		}
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
 		d.crashed(vm.Name, errors.New("no monitor recorded for a running VM"))
@@ -169,11 +186,9 @@ func (d *Daemon) reattach(ctx context.Context, vm store.VM) {
 		if !errors.Is(err, supervisor.ErrGone) {
 			d.cfg.Logf("%s: adopt monitor %d: %v", vm.Name, id.PID, err)
 		}
-		d.background(func() {
-			rt.mu.Lock()
-			defer rt.mu.Unlock()
-			d.settle(rt, vm, e)
-		})
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		d.settle(rt, vm, e)
 		return
 	}
 	// Adopted: reconnect to its agent in the background (a guest that was
@@ -219,12 +234,18 @@ func (d *Daemon) Reboot(ctx context.Context, name string) (api.VM, error) {
 	case store.Running, store.Booting:
 		d.syncGuest(ctx, rt)
 		sctx, cancel := context.WithTimeout(ctx, d.cfg.StopTimeout)
-		_, err := d.sup.Stop(sctx, vm.ID)
+		e, err := d.sup.Stop(sctx, vm.ID)
 		cancel()
 		if err != nil && !errors.Is(err, supervisor.ErrGone) {
 			return api.VM{}, err
 		}
 		rt.dropAgent()
+		if err == nil {
+			last := &store.Exit{Status: e.Status, Signal: e.Signal, Result: e.Result, Detail: e.Detail, At: e.At}
+			if vm, err = d.update(name, func(v *store.VM) { v.LastExit = last }); err != nil {
+				return api.VM{}, err
+			}
+		}
 	case store.Stopped, store.Crashed:
 	default:
 		return api.VM{}, runningOrErr(vm)
@@ -244,7 +265,9 @@ func (d *Daemon) Reboot(ctx context.Context, name string) (api.VM, error) {
 		vm, err = d.boot(ctx, rt, vm)
 	}
 	if err != nil {
-		d.crashed(name, err)
+		if !d.isClosed() {
+			d.crashed(name, err)
+		}
 		return api.VM{}, err
 	}
 	return view(vm), nil
