@@ -17,10 +17,10 @@ import (
 	"github.com/boxd-dev/boxd/host/api"
 	"github.com/boxd-dev/boxd/host/client"
 	"github.com/boxd-dev/boxd/host/daemon"
-	"github.com/boxd-dev/boxd/internal/fakevmm"
-	goldenfile "github.com/boxd-dev/boxd/internal/golden"
 	"github.com/boxd-dev/boxd/host/quota"
 	"github.com/boxd-dev/boxd/host/supervisor"
+	"github.com/boxd-dev/boxd/internal/fakevmm"
+	goldenfile "github.com/boxd-dev/boxd/internal/golden"
 )
 
 func TestMain(m *testing.M) {
