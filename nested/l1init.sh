@@ -74,6 +74,10 @@ mount -t tmpfs -o mode=0755 run /host/run || fail "mount /run in the chroot"
 hostname boxd-l1
 ip link set lo up || fail "bring up lo"
 [ -c /dev/kvm ] || echo "boxd-l1: /dev/kvm is missing" >/dev/console
+# Let guest RAM (a memfd that boxd's monitor madvises) use transparent huge
+# pages, as QEMU's anonymous guest RAM does by default: fewer nested-paging
+# entries for L2.
+echo advise >/sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
 
 # The command writes into FIFOs, as into the pipes of any runner; cat copies
 # them into the shared files. A file as stdout would be truncated by anything
