@@ -210,8 +210,13 @@ func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) er
 		return fmt.Errorf("%w: %w", ErrNotSwitched, err)
 	}
 	switched := false
+	t0 := time.Now()
 	for _, op := range ops {
-		logf("switch root: %s", op)
+		if op.Kind == OpExec {
+			logf("switch root: %s (switched in %.2f ms)", op, float64(time.Since(t0))/float64(time.Millisecond))
+		} else {
+			logf("switch root: %s", op)
+		}
 		var err error
 		switch op.Kind {
 		case OpWaitDevice:
