@@ -46,16 +46,20 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, ns: namespace{fd: cfg.NetNSFd}, pool: newPool(cfg.Subnet), leases: make(map[string]daemon.Lease)}
-	if m.ns.current() {
-		m.nl, err = netlink.NewHandle()
-	} else {
-		m.nl, err = netlink.NewHandleAt(netns.NsHandle(cfg.NetNSFd))
-	}
-	if err != nil {
+	// Route only: a handle on every family fails where a module (xfrm_user)
+	// is missing; forget opens its own conntrack handle.
+	if m.nl, err = m.netlinkHandle(unix.NETLINK_ROUTE); err != nil {
 		return nil, fmt.Errorf("network: netlink: %w", err)
 	}
 	m.rs = ruleset{bridge: cfg.Bridge, gateway: m.pool.gateway, subnet: cfg.Subnet, guestPorts: cfg.GuestTCPPorts}
 	return m, nil
+}
+
+func (m *Manager) netlinkHandle(family int) (*netlink.Handle, error) {
+	if m.ns.current() {
+		return netlink.NewHandle(family)
+	}
+	return netlink.NewHandleAt(netns.NsHandle(m.cfg.NetNSFd), family)
 }
 
 // Gateway returns the host's address on the bridge: the guests' gateway
@@ -308,7 +312,10 @@ func (m *Manager) forget(a netip.Addr) {
 	if bridge, err := m.nl.LinkByName(m.cfg.Bridge); err == nil {
 		_ = m.nl.NeighDel(&netlink.Neigh{LinkIndex: bridge.Attrs().Index, Family: unix.AF_INET, IP: a.AsSlice()})
 	}
-	_, _ = m.nl.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, addrFlows{a.AsSlice()})
+	if ct, err := m.netlinkHandle(unix.NETLINK_NETFILTER); err == nil {
+		_, _ = ct.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, addrFlows{a.AsSlice()})
+		ct.Close()
+	}
 }
 
 // addrFlows matches the flows an address started or was sent.

@@ -5,8 +5,10 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // requireNetAdmin skips a test that needs to create namespaces and links.
@@ -17,6 +19,16 @@ func requireNetAdmin(t testing.TB) {
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skip("no /dev/net/tun")
+	}
+	// Probed in the process's own namespace: through WithNetNSFd, a
+	// failed socket (nfnetlink not loaded) panics inside
+	// github.com/mdlayher/socket v0.5.1, which drops the error.
+	c, err := nftables.New()
+	if err == nil {
+		_, err = c.ListTables()
+	}
+	if err != nil {
+		t.Skipf("no nf_tables here (modprobe nf_tables): %v", err)
 	}
 }
 
@@ -68,7 +80,7 @@ func newNS(t testing.TB) int {
 // nlAt returns a netlink handle working in namespace fd.
 func nlAt(t testing.TB, fd int) *netlink.Handle {
 	t.Helper()
-	h, err := netlink.NewHandleAt(netns.NsHandle(fd))
+	h, err := netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}
