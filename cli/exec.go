@@ -87,7 +87,7 @@ func parseExecArgs(cmd *cobra.Command, args []string) (string, []string, error) 
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		return "", nil, errors.New("name the VM: boxd exec NAME CMD...")
+		return "", nil, errors.New("name the VM: boxd exec NAME CMD [ARG...]")
 	}
 	if err := fs.Parse(rest[1:]); err != nil {
 		return "", nil, err
@@ -96,7 +96,7 @@ func parseExecArgs(cmd *cobra.Command, args []string) (string, []string, error) 
 		return "", nil, cmd.Help()
 	}
 	if len(fs.Args()) == 0 {
-		return "", nil, fmt.Errorf("no command: boxd exec %s CMD...", rest[0])
+		return "", nil, fmt.Errorf("no command: boxd exec %s CMD [ARG...]", rest[0])
 	}
 	return rest[0], fs.Args(), nil
 }

@@ -104,10 +104,8 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, p Process) {
 	go func() {
 		// Any end of the client's frames before the exit frame — EOF, an
 		// error, a protocol violation — means nobody is listening: kill.
-		err := readClientFrames(brw.Reader, p)
-		if err != nil {
-			p.Close()
-		}
+		readClientFrames(brw.Reader, p)
+		p.Close()
 	}()
 
 	var wg sync.WaitGroup
@@ -135,8 +133,8 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, p Process) {
 }
 
 // readClientFrames applies the client's frames to p until the client's side
-// ends. It returns nil only if the connection was closed after stdin was
-// closed... which still means the client left: every return is an end.
+// ends (closed, broken, or a frame it may not send) and says why. Every
+// return means the client is gone.
 func readClientFrames(r io.Reader, p Process) error {
 	buf := make([]byte, MaxFrame)
 	stdin := p.Stdin()
