@@ -42,8 +42,11 @@ type daemonFlags struct {
 // substitute fakes.
 var backends = realBackends
 
-func newDaemonCmd() *cobra.Command {
-	var f daemonFlags
+func newDaemonCmd() *cobra.Command { return daemonCmd(&daemonFlags{}) }
+
+// daemonCmd is the daemon command with its flags bound to f.
+func daemonCmd(fp *daemonFlags) *cobra.Command {
+	f := fp
 	cmd := &cobra.Command{
 		Use:   "daemon --kernel VMLINUX --image ROOTFS [flags]",
 		Short: "Run the boxd daemon in the foreground (root; one per host)",
@@ -68,7 +71,7 @@ flags on the command line win over it.`,
 					return err
 				}
 			}
-			return runDaemon(cmd, f)
+			return runDaemon(cmd, *f)
 		},
 	}
 	fl := cmd.Flags()

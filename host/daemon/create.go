@@ -168,7 +168,9 @@ func (d *Daemon) update(name string, f func(*store.VM)) (store.VM, error) {
 // spec is the monitor configuration of vm, with a fresh kernel command line
 // (new entropy seed and clock each boot).
 func (d *Daemon) spec(vm store.VM) supervisor.Spec {
-	c := cmdline.Config{Hostname: vm.Name, Seed: []byte(randomHex(16)), Time: time.Now().UTC(), Root: "/dev/vda"}
+	seed := make([]byte, 32) // 32 bytes initialise the guest's CRNG at once
+	rand.Read(seed)
+	c := cmdline.Config{Hostname: vm.Name, Seed: seed, Time: time.Now().UTC(), Root: "/dev/vda"}
 	s := supervisor.Spec{
 		ID: vm.ID, Kernel: d.cfg.Kernel, Initrd: d.cfg.Initrd,
 		CPUs: vm.CPUs, MemMiB: vm.MemMiB,
