@@ -9,7 +9,7 @@ E2E_OUT   ?= $(OUT)/e2e
 STATICCHECK_VERSION := v0.8.2
 DEBIAN_PACKAGES := qemu-system-x86 linux-image-amd64 busybox-static kmod cpio \
 	linux-source-6.1 bc flex bison libelf-dev libssl-dev xz-utils build-essential \
-	iproute2 e2fsprogs debootstrap lz4
+	iproute2 e2fsprogs xfsprogs debootstrap lz4
 
 .PHONY: help
 help: ## show this help
@@ -43,7 +43,9 @@ unit: ## tiers 1 and 2: unit tests, and KVM tests on the host's /dev/kvm (they s
 e2e: build kernel ## tier 3: end-to-end tests, inside the nested harness when the host lacks VT-x/AMD-V
 	@mkdir -p $(E2E_OUT)
 	$(GO) test -c -tags e2e -o $(OUT)/e2e.test ./e2e
-	BOXD_BIN=$(CURDIR)/$(BIN) $(BIN) nested --out $(E2E_OUT) -- $(OUT)/e2e.test -test.v -test.count=1 -test.timeout=40m
+	CGO_ENABLED=0 $(GO) build -o $(OUT)/guesttool ./e2e/guesttool
+	BOXD_BIN=$(CURDIR)/$(BIN) BOXD_E2E_GUESTTOOL=$(OUT)/guesttool \
+		$(BIN) nested --out $(E2E_OUT) -- $(OUT)/e2e.test -test.v -test.count=1 -test.timeout=40m
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,18 +45,26 @@ func needKVM(t *testing.T) {
 
 func boxdBin(t *testing.T) string {
 	t.Helper()
-	p := os.Getenv("BOXD_BIN")
-	if p == "" {
-		p = "../bin/boxd"
+	return findFile(t, "BOXD_BIN", "bin/boxd", "make build")
+}
+
+// findFile returns the absolute path named by env, or rel under the repository
+// root (the test runs from the root or from e2e/).
+func findFile(t *testing.T, env, rel, how string) string {
+	t.Helper()
+	cands := []string{os.Getenv(env)}
+	if cands[0] == "" {
+		cands = []string{rel, filepath.Join("..", rel)}
 	}
-	p, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range cands {
+		if p, err := filepath.Abs(c); err == nil {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
 	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("boxd binary: %v (run make build or set BOXD_BIN)", err)
-	}
-	return p
+	t.Fatalf("%s not found (tried %q; %s builds it, or set %s)", rel, cands, how, env)
+	return ""
 }
 
 func guestKernel(t *testing.T) string {
@@ -75,6 +84,12 @@ func initramfs(t *testing.T, script string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// writeInitrd writes a busybox initramfs with script as /init and the given
+// host binaries (at their host paths).
+func writeInitrd(path, script string, extra ...string) error {
+	return initrd.Write(path, script, extra...)
 }
 
 // vmmRun is one "boxd vmm" run.
@@ -130,4 +145,112 @@ func marks(s, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// guestScript wraps body in a busybox init: mounts, applets on PATH, body run
+// by sh -e, its status printed as "E2E-STATUS n", then poweroff through the
+// power register.
+func guestScript(body string) string {
+	return `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /mnt /tmp
+( set -e
+` + body + `
+)
+echo "E2E-STATUS $?"
+devmem 0xc0001000 32 1
+`
+}
+
+// guestTool is the static helper binary built by make e2e (out/guesttool).
+func guestTool(t *testing.T) string {
+	t.Helper()
+	return findFile(t, "BOXD_E2E_GUESTTOOL", "out/guesttool", "make e2e (CGO_ENABLED=0 go build -o out/guesttool ./e2e/guesttool)")
+}
+
+// liveVMM is a running "boxd vmm" whose console is read line by line.
+type liveVMM struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	mu     sync.Mutex
+	all    strings.Builder
+	stderr bytes.Buffer
+	done   chan struct{}
+}
+
+// startVMM starts boxd vmm (prefix, e.g. "ip netns exec NS", runs before it)
+// with its console on a pipe.
+func startVMM(t *testing.T, prefix []string, args ...string) *liveVMM {
+	t.Helper()
+	argv := append(append(append([]string{}, prefix...), boxdBin(t), "vmm", "--console", "-"), args...)
+	v := &liveVMM{lines: make(chan string, 1024), done: make(chan struct{})}
+	v.cmd = exec.Command(argv[0], argv[1:]...)
+	v.cmd.Stderr = &v.stderr
+	out, err := v.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(v.lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			v.mu.Lock()
+			v.all.WriteString(sc.Text() + "\n")
+			v.mu.Unlock()
+			select {
+			case v.lines <- sc.Text():
+			default: // nobody is waiting for lines; the transcript keeps them
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		v.cmd.Process.Kill()
+		<-v.done
+	})
+	go func() { v.cmd.Wait(); close(v.done) }()
+	return v
+}
+
+// waitLine returns the first console line containing s, failing the test if
+// the VM exits or the deadline passes first.
+func (v *liveVMM) waitLine(t *testing.T, s string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case line, ok := <-v.lines:
+			if !ok {
+				t.Fatalf("VM ended before printing %q\nconsole:\n%s\nstderr:\n%s", s, v.console(), v.stderr.String())
+			}
+			if strings.Contains(line, s) {
+				return line
+			}
+		case <-deadline:
+			t.Fatalf("no %q on the console after %v\nconsole:\n%s", s, timeout, v.console())
+		}
+	}
+}
+
+// wait waits for the monitor to exit and returns its exit status.
+func (v *liveVMM) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-v.done:
+	case <-time.After(timeout):
+		t.Fatalf("VM still running after %v\nconsole:\n%s", timeout, v.console())
+	}
+	return v.cmd.ProcessState.ExitCode()
+}
+
+func (v *liveVMM) console() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.all.String()
 }

@@ -74,6 +74,16 @@ mount -t tmpfs -o mode=0755 run /host/run || fail "mount /run in the chroot"
 hostname boxd-l1
 ip link set lo up || fail "bring up lo"
 [ -c /dev/kvm ] || echo "boxd-l1: /dev/kvm is missing" >/dev/console
+# The kernel cannot autoload modules from inside the chroot, so load what
+# boxd's networking, disks and tests use (tap devices, bridge, nftables NAT and
+# isolation, veth, loop and XFS for reflinks) from the host's module tree now.
+# A module the host kernel lacks is reported, not fatal.
+chroot /host /sbin/modprobe -a tun bridge veth br_netfilter nf_tables nft_chain_nat \
+	nft_masq nft_reject_inet nft_ct nft_meta_bridge nf_conntrack_netlink loop xfs 2>/dev/null ||
+	for m in tun bridge veth br_netfilter nf_tables nft_chain_nat nft_masq nft_reject_inet \
+		nft_ct nft_meta_bridge nf_conntrack_netlink loop xfs; do
+		chroot /host /sbin/modprobe "$m" 2>/dev/null || echo "boxd-l1: modprobe $m failed" >/dev/console
+	done
 # Let guest RAM (a memfd that boxd's monitor madvises) use transparent huge
 # pages, as QEMU's anonymous guest RAM does by default: fewer nested-paging
 # entries for L2.

@@ -45,3 +45,35 @@ func TestWrite(t *testing.T) {
 		t.Errorf("archive entries (-want +got):\n%s", d)
 	}
 }
+
+func TestWriteWithBinary(t *testing.T) {
+	if _, err := os.Stat(Busybox); err != nil {
+		t.Skipf("needs %s (busybox-static): %v", Busybox, err)
+	}
+	bin := "/bin/ls"
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("needs %s: %v", bin, err)
+	}
+	p := filepath.Join(t.TempDir(), "rd.cpio")
+	if err := Write(p, "#!/bin/busybox sh\n", bin); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := cpio.ReadAllRecords(cpio.Newc.Reader(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, r := range recs {
+		names[r.Name] = true
+	}
+	for _, want := range []string{"bin/ls", "lib64/ld-linux-x86-64.so.2", "lib64"} {
+		if !names[want] {
+			t.Errorf("archive lacks %s; has %v", want, names)
+		}
+	}
+}
