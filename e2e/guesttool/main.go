@@ -32,7 +32,7 @@ func main() {
 
 func run(args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: guesttool tcp-send|tcp-recv|vsock-serve|vsock-send ...")
+		return errors.New("usage: guesttool tcp-send|tcp-recv|vsock-serve|vsock-send ARGS")
 	}
 	num := func(s string) int64 {
 		n, err := strconv.ParseInt(s, 10, 64)

@@ -265,6 +265,13 @@ func (c *VCPU) TSCKHz() (uint32, error) {
 	return uint32(r), c.wrap("get tsc khz", err)
 }
 
+// SetTSCKHz sets the guest TSC frequency (restoring on a host whose TSC runs at
+// another rate).
+func (c *VCPU) SetTSCKHz(khz uint32) error {
+	_, err := ioctl(c.fd, kvmSetTSCKHz, uintptr(khz))
+	return c.wrap("set tsc khz", err)
+}
+
 // KVMClockCtrl tells the guest's kvmclock that the vCPU was paused, so its
 // soft-lockup watchdog does not fire after a suspend.
 func (c *VCPU) KVMClockCtrl() error {
