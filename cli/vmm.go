@@ -71,7 +71,7 @@ The kernel command line is "` + machine.DefaultCmdline + `" followed by --cmdlin
 	fl.StringVar(&f.console, "console", "-", `where the serial console goes: a file path, or "-" for stdout (stdin is then forwarded to the guest)`)
 	fl.StringVar(&f.memDir, "mem-dir", "", "back guest RAM with a file in this folder (a tmpfs) instead of a memfd")
 	fl.StringVar(&f.resultJSON, "result-json", "", "write how the VM ended as JSON to this file")
-	fl.StringArrayVar(&f.disks, "disk", nil, "attach a virtio-blk disk: PATH[,ro][,id=SERIAL] (repeatable; the guest sees vda, vdb, ... in this order)")
+	fl.StringArrayVar(&f.disks, "disk", nil, "attach a virtio-blk disk: PATH or cow:OVERLAY (a copy-on-write overlay, see docs/disk-format.md), then [,ro][,id=SERIAL]; repeatable, the guest sees vda, vdb, ... in this order")
 	fl.StringArrayVar(&f.nets, "net", nil, "attach a virtio-net device on a TAP: tap=NAME[,mac=aa:bb:cc:dd:ee:ff][,mtu=N] (repeatable)")
 	fl.StringVar(&f.vsock, "vsock", "", "attach a virtio-vsock device: cid=N,path=SOCK; host programs connect to SOCK and send \"CONNECT <port>\\n\", guest connections to port P reach SOCK_P")
 	fl.BoolVar(&f.timing, "timing", false, "print the monitor's setup time and the VM's run time to stderr")

@@ -124,13 +124,15 @@ func virtioDevices(f vmmFlags) (devs []mmio.Device, err error) {
 		if err != nil {
 			return devs, err
 		}
-		b, err := blk.OpenFile(d.Path, d.ReadOnly)
+		b, err := blk.OpenDisk(d.Path, d.ReadOnly)
 		if err != nil {
 			return devs, fmt.Errorf("--disk %s: %w", d.Path, err)
 		}
 		dev, err := blk.New(b, blk.Config{ReadOnly: d.ReadOnly, ID: d.ID})
 		if err != nil {
-			b.Close()
+			if c, ok := b.(io.Closer); ok {
+				c.Close()
+			}
 			return devs, fmt.Errorf("--disk %s: %w", d.Path, err)
 		}
 		devs = append(devs, dev)
