@@ -61,6 +61,10 @@ test: lint unit e2e ## every tier that can run on this machine (what CI runs)
 bench: build kernel ## benchmarks (print medians, p99 and ratios; never pass/fail on time)
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
 
+.PHONY: demo
+demo: deps build kernel ## set everything up, boot a VM and run a command in it (scripts/demo.sh)
+	bash scripts/demo.sh
+
 .PHONY: clean
 clean: ## remove build outputs (not the kernel cache)
 	rm -rf bin out
