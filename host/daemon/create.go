@@ -31,6 +31,10 @@ func randomHex(n int) string {
 // Create creates a VM and returns it once its guest agent answers. Any
 // failure undoes everything: no record, lease, disk or monitor is left.
 func (d *Daemon) Create(ctx context.Context, req api.CreateRequest) (api.VM, error) {
+	if err := d.enter(); err != nil {
+		return api.VM{}, err
+	}
+	defer d.ops.Done()
 	size, err := d.limits.Resolve(quota.Size{CPUs: req.CPUs, MemMiB: req.MemMiB, DiskGiB: req.DiskGiB})
 	if err != nil {
 		return api.VM{}, quotaErr(err)

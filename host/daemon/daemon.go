@@ -57,8 +57,9 @@ type Daemon struct {
 	vms    map[string]*vmRuntime // guarded by mu; by name
 	closed bool                  // guarded by mu
 	// bg counts background work (restarts after a guest reboot, reconnects
-	// after a daemon restart) that Close waits for.
-	bg sync.WaitGroup
+	// after a daemon restart) and ops the requests that change VMs (create,
+	// reboot, destroy); Close waits for both before it closes the store.
+	bg, ops sync.WaitGroup
 }
 
 // vmRuntime is the daemon's live state of one VM beside its record.
@@ -173,24 +174,13 @@ func newRuntime(vm store.VM) *vmRuntime {
 func (d *Daemon) Limits() quota.Limits { return d.limits }
 
 // Close stops serving VMs without stopping them: monitors keep running, and
-// the next daemon reattaches to them.
+// the next daemon reattaches to them. Boots in progress are cancelled (a
+// create is undone; a restart is left to the next daemon).
 func (d *Daemon) Close() error {
-	d.mu.Lock()
-	d.closed = true
-	rts := make([]*vmRuntime, 0, len(d.vms))
-	for _, rt := range d.vms {
-		rts = append(rts, rt)
-	}
-	d.mu.Unlock()
+	rts := d.shutdown()
 	d.sup.Close()
-	for _, rt := range rts {
-		rt.amu.Lock()
-		if rt.cancel != nil {
-			rt.cancel()
-		}
-		rt.amu.Unlock()
-	}
 	d.bg.Wait()
+	d.ops.Wait()
 	for _, rt := range rts {
 		rt.dropAgent()
 	}
@@ -200,6 +190,22 @@ func (d *Daemon) Close() error {
 	}
 	errs = append(errs, d.st.Close())
 	return errors.Join(errs...)
+}
+
+// shutdown refuses new work and cancels the boots in progress, so that
+// requests waiting on them end now; it returns every VM's runtime.
+func (d *Daemon) shutdown() []*vmRuntime {
+	d.mu.Lock()
+	d.closed = true
+	rts := make([]*vmRuntime, 0, len(d.vms))
+	for _, rt := range d.vms {
+		rts = append(rts, rt)
+	}
+	d.mu.Unlock()
+	for _, rt := range rts {
+		rt.cancelBoot()
+	}
+	return rts
 }
 
 // runtime returns the live state of name.
@@ -221,6 +227,18 @@ func (d *Daemon) runtimeByID(id string) *vmRuntime {
 			return rt
 		}
 	}
+	return nil
+}
+
+// enter registers a request that changes VMs, refusing it once Close has
+// begun; the caller calls d.ops.Done when it ends.
+func (d *Daemon) enter() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return api.Errorf(api.CodeUnavailable, "the daemon is shutting down").WithHint("retry once it is back")
+	}
+	d.ops.Add(1)
 	return nil
 }
 

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 // harness runs a daemon over fake monitors, network and storage, and can
 // restart it on the same state directory.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string // short: socket paths must stay under 108 bytes
 	net      *fakeNetwork
 	stor     *fakeStorage
@@ -57,7 +57,7 @@ func withCmdline(s string) option { return func(c *daemon.Config) { c.Cmdline = 
 
 func withBootTimeout(d time.Duration) option { return func(c *daemon.Config) { c.BootTimeout = d } }
 
-func newHarness(t *testing.T, opts ...option) *harness {
+func newHarness(t testing.TB, opts ...option) *harness {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "bxd")
 	if err != nil {

@@ -220,6 +220,10 @@ func (d *Daemon) reattach(ctx context.Context, vm store.VM) {
 // stopped first (after the guest flushed its file systems), a stopped or
 // crashed one is simply started. It returns once the agent answers.
 func (d *Daemon) Reboot(ctx context.Context, name string) (api.VM, error) {
+	if err := d.enter(); err != nil {
+		return api.VM{}, err
+	}
+	defer d.ops.Done()
 	rt, err := d.runtime(name)
 	if err != nil {
 		return api.VM{}, err
@@ -294,6 +298,10 @@ func (d *Daemon) syncGuest(ctx context.Context, rt *vmRuntime) {
 // Destroy stops a VM's monitor and deletes its lease, disk, folder and
 // record. A create or boot in progress is cancelled first.
 func (d *Daemon) Destroy(ctx context.Context, name string) error {
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer d.ops.Done()
 	rt, err := d.runtime(name)
 	if err != nil {
 		return err

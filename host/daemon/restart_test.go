@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -67,5 +68,29 @@ func TestSecondDaemonRefused(t *testing.T) {
 	if d, err := openDaemon(cfg); err == nil {
 		d.Close()
 		t.Fatal("a second daemon opened the same state dir")
+	}
+}
+
+// TestCloseDuringCreate stops the daemon while a guest is booting: the
+// create is cancelled and undone, and nothing is left for the next daemon.
+func TestCloseDuringCreate(t *testing.T) {
+	h := newHarness(t, withCmdline("fake.noagent"))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := h.c.Create(context.Background(), api.CreateRequest{Name: "slow", MemMiB: 64, DiskGiB: 1})
+		errc <- err
+	}()
+	h.waitFor("slow", "creating with a monitor", func(v api.VM) bool { return v.State == "creating" && v.PID != 0 })
+	h.stop()
+	if err := <-errc; err == nil {
+		t.Fatal("create succeeded although the daemon stopped during the boot")
+	}
+	h.cfg.Cmdline = ""
+	h.start()
+	if list, err := h.c.List(context.Background()); err != nil || len(list) != 0 {
+		t.Errorf("after the restart: %+v, %v; want no VM", list, err)
+	}
+	if ev := h.stor.Events(); len(ev) != 2 || !strings.HasPrefix(ev[1], "delete") {
+		t.Errorf("storage calls %v, want the disk created and deleted", ev)
 	}
 }

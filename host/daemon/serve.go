@@ -58,6 +58,9 @@ func (d *Daemon) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
+	// Requests waiting on a boot end now, so shutting the server down
+	// does not wait for boot timeouts.
+	d.shutdown()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
