@@ -224,7 +224,9 @@ func (d *Daemon) boot(ctx context.Context, rt *vmRuntime, vm store.VM) (store.VM
 	return d.update(vm.Name, func(v *store.VM) { v.State = store.Running })
 }
 
-// bootFailed stops a monitor whose guest did not come up and explains why.
+// bootFailed stops a monitor whose guest did not come up and explains why,
+// quoting the end of the monitor's log: after a failed create the VM's
+// folder is gone, so the error is the only place the reason survives.
 func (d *Daemon) bootFailed(vm store.VM, spec supervisor.Spec, cause error) (store.VM, error) {
 	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.StopTimeout)
 	defer cancel()
@@ -234,16 +236,60 @@ func (d *Daemon) bootFailed(vm store.VM, spec supervisor.Spec, cause error) (sto
 		if r, err := supervisor.ReadResult(spec.ResultPath); err == nil {
 			why = fmt.Sprintf("%v: %s (%s), exit status %d", cause, r.Result, r.Detail, r.ExitStatus)
 		} else {
-			why = fmt.Sprintf("%v, without a result; see %s", cause, spec.LogPath)
+			why = fmt.Sprintf("%v, without a result", cause)
 		}
 	} else if errors.Is(cause, context.DeadlineExceeded) {
 		why = fmt.Sprintf("the guest agent did not answer within %v (%v)", d.cfg.BootTimeout, cause)
+	}
+	if t := tail(spec.LogPath, 8, 8192); t != "" {
+		why += "; monitor log ends: " + t
+	}
+	if t := tail(spec.ConsolePath, 8, 2048); t != "" {
+		why += "; console ends: " + t
 	}
 	vm, err := d.update(vm.Name, func(v *store.VM) { v.Monitor, v.Error = nil, why })
 	if err != nil {
 		return vm, err
 	}
-	return vm, api.Errorf(api.CodeUnavailable, "VM %q did not boot: %s", vm.Name, why).WithHint("its console is in %s", spec.ConsolePath)
+	e := api.Errorf(api.CodeUnavailable, "VM %q did not boot: %s", vm.Name, why)
+	if vm.State == store.Creating {
+		return vm, e.WithHint("the VM was removed; `boxd new` again once the cause is fixed")
+	}
+	return vm, e.WithHint("`boxd logs %s` shows its console; `boxd reboot %s` tries again", vm.Name, vm.Name)
+}
+
+// tail returns at most the last lines lines (and maxBytes bytes) of a file,
+// joined with " | ", or "" if it cannot be read.
+func tail(path string, lines, maxBytes int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(0, fi.Size()-int64(maxBytes))
+	buf := make([]byte, fi.Size()-off)
+	n, _ := f.ReadAt(buf, off)
+	text := strings.TrimSpace(string(buf[:n]))
+	all := strings.Split(text, "\n")
+	if off > 0 && len(all) > 1 {
+		all = all[1:] // a cut first line
+	}
+	// A Go panic's first line says what happened; its stack does not.
+	for i, l := range all {
+		if strings.HasPrefix(l, "panic: ") {
+			all = all[i:min(len(all), i+2)]
+			break
+		}
+	}
+	all = all[max(0, len(all)-lines):]
+	for i, l := range all {
+		all[i] = strings.TrimSpace(l)
+	}
+	return strings.Join(all, " | ")
 }
 
 // undo releases everything vm holds and deletes its record; vm's runtime is
