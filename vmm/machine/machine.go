@@ -142,11 +142,13 @@ func New(cfg Config) (m *Machine, err error) {
 		cfg.Log = io.Discard
 	}
 	m = &Machine{cfg: cfg, done: make(chan struct{})}
+	// Error returns below set the named result m to nil; clean up through a copy.
+	self := m
 	defer func() {
 		if err != nil {
-			m.Close()
+			self.Close()
 			// The machine owns cfg.Virtio: close those it never mapped.
-			for _, d := range cfg.Virtio[len(m.virtio):] {
+			for _, d := range cfg.Virtio[len(self.virtio):] {
 				if c, ok := d.(io.Closer); ok {
 					c.Close()
 				}

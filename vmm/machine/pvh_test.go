@@ -9,6 +9,7 @@ import (
 
 	"github.com/boxd-dev/boxd/devices/power"
 	"github.com/boxd-dev/boxd/internal/testguest"
+	"github.com/boxd-dev/boxd/virtio/mmio"
 	"github.com/boxd-dev/boxd/vmm/boot"
 	"github.com/boxd-dev/boxd/vmm/kvm"
 )
@@ -44,3 +45,30 @@ func TestPVHBootPath(t *testing.T) {
 		t.Errorf("log = %q, want the boot-timer line", log.String())
 	}
 }
+
+// A corrupt kernel is refused with an error after the VM was half built; the
+// half-built VM is released, and devices handed to New are closed.
+func TestBadKernelIsAnError(t *testing.T) {
+	k := filepath.Join(t.TempDir(), "junk")
+	if err := os.WriteFile(k, []byte("this is not a kernel image at all, not even close"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev := &closeDev{fakeDev: fakeDev{notified: make(chan int, 1)}}
+	_, err := New(Config{CPUs: 1, MemMiB: 32, Load: LinuxLoader(k, "", "", 1), Virtio: []mmio.Device{dev}})
+	if errors.Is(err, kvm.ErrNoKVM) {
+		t.Skipf("tier 2 needs /dev/kvm: %v", err)
+	}
+	if !errors.Is(err, boot.ErrUnknownImage) {
+		t.Fatalf("err = %v, want ErrUnknownImage", err)
+	}
+	if !dev.closed {
+		t.Error("virtio device not closed after a failed New")
+	}
+}
+
+type closeDev struct {
+	fakeDev
+	closed bool
+}
+
+func (d *closeDev) Close() error { d.closed = true; return nil }
