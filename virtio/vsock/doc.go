@@ -39,12 +39,12 @@
 //     guest's view of free space fell below half and a quarter of the buffer
 //     (or everything) was freed; data packets carry the credit too. A guest
 //     CREDIT_REQUEST is always answered.
-//   - Host → guest: the device tracks the guest's buf_alloc and fwd_cnt from
-//     every packet it sends and never has more than buf_alloc - (sent -
-//     fwd_cnt) bytes in flight. It reads the host socket only into a
-//     BufferSize buffer and only as much as the guest has credit for, so a
-//     guest that stops reading stops the host writer (its socket buffer
-//     fills). When data waits for credit the device asks once with
+//   - Host → guest: the device takes the guest's buf_alloc and fwd_cnt from
+//     every packet the guest sends and never has more than
+//     buf_alloc-(sent-fwd_cnt) bytes in flight. It reads the host socket
+//     only into a BufferSize buffer and only as much as the guest has credit
+//     for, so a guest that stops reading stops the host writer (its socket
+//     buffer fills). When data waits for credit the device asks once with
 //     CREDIT_REQUEST.
 //
 // Packets for the guest wait in per-connection state (flags and the bounded
@@ -65,14 +65,21 @@
 //
 // # Guest input
 //
-// Every tx packet is validated: a 44-byte header, len within the buffer (and
-// 0 for control packets), src_cid the guest's CID and dst_cid the host
-// (else dropped silently), type STREAM, op known and valid for the
-// connection's state (else RST). Violations are counted in Stats; none can
+// Every tx packet is validated: a 44-byte header; src_cid the guest's CID
+// and dst_cid the host (checked first: such packets are dropped silently, so
+// a forged address is never answered); len within the buffer (and 0 for
+// control packets); type STREAM; op known and valid for the connection's
+// state. Other violations are answered with RST (resetting the connection
+// if there is one). Violations are counted in Stats; none can
 // panic or block the device. A corrupt ring sets DEVICE_NEEDS_RESET through
 // the transport.
 //
-// ResetTransport drops every connection and sends
-// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, as needed after snapshot restore or
-// fork, when host peers are gone.
+// # Lifecycle
+//
+// New listens and starts the worker; host clients may connect before the
+// driver activates the device and wait for it. A driver reset (Reset) drops
+// every connection, closing the host sockets. ResetTransport drops every
+// connection and sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, as needed after
+// snapshot restore or fork, when the guest's sockets have no host peers any
+// more. Close stops everything and removes the listening socket.
 package vsock

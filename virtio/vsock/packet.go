@@ -103,10 +103,11 @@ var (
 // state: payload holds the readable bytes after the header.
 func validate(h header, guestCID uint64, payload uint64) error {
 	switch {
+	case h.SrcCID != guestCID || h.DstCID != HostCID:
+		// First, so that nothing is ever answered to a forged address.
+		return fmt.Errorf("%w: %d -> %d (guest is %d)", errBadCID, h.SrcCID, h.DstCID, guestCID)
 	case uint64(h.Len) > payload:
 		return fmt.Errorf("%w: len %d, %d bytes after the header", errBadLength, h.Len, payload)
-	case h.SrcCID != guestCID || h.DstCID != HostCID:
-		return fmt.Errorf("%w: %d -> %d (guest is %d)", errBadCID, h.SrcCID, h.DstCID, guestCID)
 	case h.Op < opRequest || h.Op > opCreditRequest:
 		return fmt.Errorf("%w: %d", errBadOp, h.Op)
 	case h.Type != typeStream:

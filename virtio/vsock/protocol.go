@@ -44,7 +44,9 @@ func (d *Device) handleTx(ch *queue.Chain) {
 		}
 		// The stream cannot continue in step: reset it.
 		if c := d.conns[key]; c != nil {
-			d.reset(c)
+			if c.known() {
+				d.reset(c)
+			}
 		} else if h.Op != opRst {
 			d.queueRst(key)
 		}
@@ -100,7 +102,7 @@ func (d *Device) connPacket(c *conn, h header, ch *queue.Chain) {
 	if c.state == stateClosing {
 		return // crossed our RST
 	}
-	if c.state == stateConnecting && c.pend&pendRequest != 0 {
+	if !c.known() {
 		// The guest names a connection whose REQUEST it has not seen.
 		if h.Op != opRst {
 			d.stats.BadOp.Add(1)
@@ -304,10 +306,16 @@ func (d *Device) creditCheck(c *conn, fwd uint32) {
 	}
 }
 
+// known reports whether the guest has heard of c: all but a host-initiated
+// connection whose REQUEST is still undelivered.
+func (c *conn) known() bool {
+	return c.state != stateConnecting || c.pend&pendRequest == 0
+}
+
 // reset closes the host side of c and owes the guest an RST, unless the
 // guest never heard of the connection.
 func (d *Device) reset(c *conn) {
-	if c.state == stateConnecting && c.pend&pendRequest != 0 {
+	if !c.known() {
 		d.drop(c)
 		return
 	}

@@ -478,3 +478,27 @@ func TestHostCloseThenGuestWrite(t *testing.T) {
 		t.Error("HostErrors = 0 after writing to a closed host socket")
 	}
 }
+
+// TestHostPipelinedData: bytes a host client sends right behind its CONNECT
+// line, before the OK, are part of the stream.
+func TestHostPipelinedData(t *testing.T) {
+	s := newStack(t, Config{}, gopts{})
+	l := s.listen(1024)
+	hc, err := dialUnix(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	if _, err := hc.Write([]byte("CONNECT 1024\nearly bytes")); err != nil {
+		t.Fatal(err)
+	}
+	hc.CloseWrite()
+	line, err := readLine(hc)
+	if err != nil || !strings.HasPrefix(line, "OK ") {
+		t.Fatalf("OK line = %q, %v", line, err)
+	}
+	gc := <-l
+	if got, err := io.ReadAll(gc); err != nil || string(got) != "early bytes" {
+		t.Errorf("guest read %q, %v", got, err)
+	}
+}
