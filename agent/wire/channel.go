@@ -125,7 +125,9 @@ func (c *Channel) Abort() {
 		return
 	}
 	c.failAll(ErrChannelClosed)
-	c.m.writeFrame(Frame{Type: TypeClose, Channel: c.id, Payload: []byte("{}")})
+	// Asynchronously: a caller abandoning a call (ctx cancelled) must not
+	// wait for a peer that has stopped reading.
+	go c.m.writeFrame(Frame{Type: TypeClose, Channel: c.id, Payload: []byte("{}")})
 }
 
 // SendControl sends a Control frame (client only).

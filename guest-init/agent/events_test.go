@@ -26,7 +26,10 @@ func nextMatching(t *testing.T, sub *agent.Subscription, what string, match func
 
 func TestEventsPorts(t *testing.T) {
 	c, _ := startServer(t, server.Options{PortPollInterval: 10 * time.Millisecond})
-	ctx := context.Background()
+	// A safety net, not a timing assertion: a missing event fails the test
+	// instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	sub, err := c.Subscribe(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +61,8 @@ func TestEventsPorts(t *testing.T) {
 
 func TestEventsProcessExit(t *testing.T) {
 	c, _ := startServer(t, server.Options{})
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	sub, err := c.Subscribe(ctx)
 	if err != nil {
 		t.Fatal(err)

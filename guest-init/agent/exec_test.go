@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"os"
 	"os/user"
 	"strconv"
 	"strings"
@@ -309,5 +311,31 @@ func TestExecContextCancelKills(t *testing.T) {
 	eventually(t, "the process to be gone", func() bool { return gone(pid) })
 	if err := c.Ping(context.Background()); err != nil {
 		t.Errorf("connection unusable after a cancelled exec: %v", err)
+	}
+}
+
+// TestExecBackpressure: output nobody reads stops the process in write(2),
+// as a full pipe would, instead of piling up in the agent.
+func TestExecBackpressure(t *testing.T) {
+	c, _ := startServer(t, server.Options{})
+	p, err := c.Exec(context.Background(), agent.ExecRequest{Shell: "echo $$ >&2; exec head -c 104857600 /dev/zero"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(readLine(t, p.Stderr))
+	wchan := fmt.Sprintf("/proc/%d/wchan", pid)
+	if _, err := os.ReadFile(wchan); err != nil {
+		t.Skipf("no /proc/PID/wchan here: %v", err)
+	}
+	eventually(t, "the writer to block on its pipe", func() bool {
+		b, _ := os.ReadFile(wchan)
+		return strings.HasSuffix(string(b), "pipe_write")
+	})
+	n, err := io.Copy(io.Discard, p.Stdout) // now drain: everything arrives
+	if err != nil || n != 100<<20 {
+		t.Errorf("drained %d bytes, %v", n, err)
+	}
+	if st, err := p.Wait(); err != nil || st.Code != 0 {
+		t.Errorf("Wait: %v %v", st, err)
 	}
 }
