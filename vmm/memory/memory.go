@@ -38,6 +38,7 @@ type RAM struct {
 	host    []byte // the whole file, mapped
 	regions []Region
 	size    uint64
+	private bool // host mapping is MAP_PRIVATE (copy-on-write over file)
 }
 
 // Options choose how RAM is backed.
@@ -78,7 +79,15 @@ func New(size uint64, opt Options) (*RAM, error) {
 // Map maps an existing backing file of size bytes MAP_SHARED as guest RAM. RAM
 // takes ownership of f.
 func Map(f *os.File, size uint64) (*RAM, error) {
-	host, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_NORESERVE)
+	return mapFile(f, size, false)
+}
+
+func mapFile(f *os.File, size uint64, private bool) (*RAM, error) {
+	if size < 1<<20 || size%4096 != 0 {
+		f.Close()
+		return nil, fmt.Errorf("memory: size %d: must be a multiple of 4 KiB and at least 1 MiB", size)
+	}
+	host, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, mapFlags(private))
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("memory: mmap %d bytes: %w", size, err)
@@ -90,7 +99,7 @@ func Map(f *os.File, size uint64) (*RAM, error) {
 	// (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise); it is a
 	// hint either way, so a refusal is not an error.
 	_ = unix.Madvise(host, unix.MADV_HUGEPAGE)
-	return &RAM{file: f, host: host, regions: Layout(size), size: size}, nil
+	return &RAM{file: f, host: host, regions: Layout(size), size: size, private: private}, nil
 }
 
 // Close unmaps RAM and closes the backing file.
