@@ -129,7 +129,7 @@ func TestGuestInitSwitchRoot(t *testing.T) {
 	r := runVMM(t, 5*time.Minute, "--kernel", guestKernel(t), "--initrd", guestInitramfs(t, guestrd.None),
 		"--mem-mib", "512", "--disk", disk, "--cmdline", testCmdline("boxd.root=/dev/vda"))
 	checkInitBoot(t, r,
-		"switch root: exec /run/boxd/bin/init /run/boxd/bin/init --switched (switched in",
+		"switch root: exec /run/boxd/bin/init /run/boxd/bin/init --switched (+",
 		"running from the root disk as PID 1 (/run/boxd/bin/init)",
 		"guest tools: ok", "agent: ok", "boot-timer mark 2: ok", "shutdown: poweroff")
 	if strings.Contains(r.Console, "switch root: failed") {
@@ -174,7 +174,7 @@ func TestGuestAgentOverVsock(t *testing.T) {
 	sock, console := filepath.Join(dir, "vsock.sock"), filepath.Join(dir, "console.log")
 	args := []string{"vmm", "--kernel", guestKernel(t), "--initrd", guestInitramfs(t, guestrd.None), "--mem-mib", "512",
 		"--console", console, "--vsock", "cid=3,path=" + sock}
-	wantInit := "/init"
+	wantInit := "/bin/init" // /init links to it
 	cmdline := "boxd.hostname=vsock-guest"
 	if disk, why := rootDisk(t); disk != "" {
 		args = append(args, "--disk", disk)
@@ -198,40 +198,30 @@ func TestGuestAgentOverVsock(t *testing.T) {
 		t.Logf("stderr:\n%s\nconsole:\n%s", stderr.String(), c)
 	}
 
-	// The agent is ready once a handshake succeeds; until then the guest
-	// refuses the connection. Retry, bounded by ctx.
-	var c *agent.Client
-	for delay := 50 * time.Millisecond; c == nil; delay = min(2*delay, time.Second) {
-		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-		cl, err := agent.Dial(dctx, sock)
-		dcancel()
-		if err == nil {
-			c = cl
-			break
-		}
-		select {
-		case err := <-exited:
-			dump()
-			t.Fatalf("VM ended before its agent answered: %v", err)
-		case <-ctx.Done():
-			dump()
-			t.Fatalf("agent never answered: %v", err)
-		case <-time.After(delay):
-		}
-	}
-	defer c.Close()
-
-	var out bytes.Buffer
-	p, err := c.Exec(ctx, agent.ExecRequest{Shell: "readlink /proc/1/exe; hostname", Stdout: &out, Stderr: &out})
+	c := dialAgent(t, ctx, sock, exited, dump)
+	var out, errOut bytes.Buffer
+	p, err := c.Exec(ctx, agent.ExecRequest{Shell: "readlink /proc/1/exe; hostname", Stdout: &out, Stderr: &errOut})
 	if err != nil {
 		dump()
 		t.Fatal(err)
 	}
 	if st, err := p.Wait(); err != nil || st.Code != 0 {
-		t.Fatalf("exec: %+v, %v\n%s", st, err, out.String())
+		t.Fatalf("exec: %+v, %v\nstdout: %s\nstderr: %s", st, err, out.String(), errOut.String())
 	}
 	if got, want := strings.Fields(out.String()), []string{wantInit, "vsock-guest"}; strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Errorf("PID 1 and hostname: %q, want %q", got, want)
+		t.Errorf("PID 1 and hostname: %q (stderr %q), want %q", got, errOut.String(), want)
+	}
+
+	// An agent that dies is restarted by init: kill it from a command it
+	// runs, then reach the new one on a new connection.
+	if p, err := c.Exec(ctx, agent.ExecRequest{Shell: "kill -KILL $PPID"}); err == nil {
+		p.Wait()
+	}
+	c.Close()
+	c = dialAgent(t, ctx, sock, exited, dump)
+	defer c.Close()
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("restarted agent: %v", err)
 	}
 
 	// poweroff kills the agent while it runs: its own result may be lost.
@@ -249,8 +239,37 @@ func TestGuestAgentOverVsock(t *testing.T) {
 		dump()
 		t.Fatal("VM still running after poweroff")
 	}
-	if c, _ := os.ReadFile(console); !strings.Contains(string(c), "boxd-init: shutdown: poweroff") {
+	cons, _ := os.ReadFile(console)
+	for _, want := range []string{"killed by signal 9", "restart 1 in", "boxd-init: shutdown: poweroff"} {
+		if !strings.Contains(string(cons), want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	if t.Failed() {
 		dump()
-		t.Error("console lacks the shutdown line")
+	}
+}
+
+// dialAgent connects to the guest agent through the monitor's vsock socket,
+// retrying while the guest refuses (the agent is not listening yet), until
+// ctx ends or the VM exits.
+func dialAgent(t *testing.T, ctx context.Context, sock string, exited <-chan error, dump func()) *agent.Client {
+	t.Helper()
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := agent.Dial(dctx, sock)
+		dcancel()
+		if err == nil {
+			return c
+		}
+		select {
+		case err := <-exited:
+			dump()
+			t.Fatalf("VM ended before its agent answered: %v", err)
+		case <-ctx.Done():
+			dump()
+			t.Fatalf("agent never answered: %v", err)
+		case <-time.After(delay):
+		}
 	}
 }

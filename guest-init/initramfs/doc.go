@@ -1,6 +1,9 @@
-// Package initramfs builds the guest's initramfs: boxd's init as /init, the
-// in-guest boxd CLI as /bin/boxd and a static busybox as /bin/busybox with a
-// link per applet in /bin, so a shell is usable even without a root disk.
+// Package initramfs builds the guest's initramfs: boxd's init as /bin/init
+// (and /init, a link to it, which the kernel runs), the in-guest boxd CLI as
+// /bin/boxd and a static busybox as /bin/busybox with a link per applet in
+// /bin, so a shell is usable even without a root disk. Everything boxd needs
+// after switching onto a root disk is in /bin, which init carries over as a
+// bind mount.
 // The archive is newc cpio, uncompressed or gzip, written with u-root's cpio
 // package (u-root's mkuimage builder compiles Go commands into a busybox of
 // its own; boxd needs only three prebuilt binaries laid out, so the cpio

@@ -20,7 +20,7 @@ import (
 
 // format names the archive layout; bump it when Write changes in a way the
 // hashed inputs do not show, so stale cached archives are not booted.
-const format = "boxd-guest-initramfs/1"
+const format = "boxd-guest-initramfs/2"
 
 // Compression of the archive.
 type Compression string
@@ -42,7 +42,7 @@ func (c Compression) Ext() string {
 
 // Spec is everything that goes into the initramfs.
 type Spec struct {
-	Init    string // boxd's init binary, installed as /init
+	Init    string // boxd's init binary, installed as /bin/init with /init linking to it
 	Boxd    string // the in-guest boxd CLI, installed as /bin/boxd ("" for none)
 	Busybox string // a static busybox, installed as /bin/busybox ("" for none)
 	// Applets are linked to busybox in /bin (see Applets).
@@ -91,7 +91,7 @@ func CheckStatic(path string) error {
 // files returns the archive path and host path of each input file, in
 // archive order.
 func (s Spec) files() [][2]string {
-	out := [][2]string{{"init", s.Init}}
+	out := [][2]string{{"bin/init", s.Init}}
 	if s.Boxd != "" {
 		out = append(out, [2]string{"bin/boxd", s.Boxd})
 	}
@@ -197,6 +197,11 @@ func (s Spec) Write(w io.Writer) error {
 		if err := addFile(add, f[0], f[1]); err != nil {
 			return err
 		}
+	}
+	// init lives in /bin with the tools, so that switch root can show that
+	// one directory in the new root (see guest-init/switchroot).
+	if err := add(cpio.Symlink("init", "bin/init")); err != nil {
+		return err
 	}
 	for _, a := range s.Applets {
 		if err := add(cpio.Symlink("bin/"+a, "busybox")); err != nil {

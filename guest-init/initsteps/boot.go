@@ -138,7 +138,8 @@ func switchRoot(e *Env) error {
 		NewRoot: newRootDir,
 		Wait:    e.DeviceWait,
 		Move:    movedMounts,
-		Carry:   e.Carry,
+		Bin:     initramfsBin,
+		Init:    initName,
 		Args:    []string{switchedArg},
 	}
 	ops, err := switchroot.Plan(spec)
@@ -151,6 +152,13 @@ func switchRoot(e *Env) error {
 	}
 	return err
 }
+
+// The initramfs keeps init and the guest tools in /bin (/init is a link to
+// bin/init); switch root shows that directory at switchroot.BinDir.
+const (
+	initramfsBin = "/bin"
+	initName     = "init"
+)
 
 // switchedArg tells the re-executed init that the root is already switched.
 const switchedArg = "--switched"
@@ -185,7 +193,7 @@ func network(e *Env) error {
 	return e.Sys.SetNetwork(cfg)
 }
 
-// guestTools makes the carried binaries usable on the root disk: boxd (the
+// guestTools makes the initramfs's binaries usable on the root disk: boxd (the
 // in-guest CLI) and busybox's poweroff/reboot/halt, which signal PID 1. Links
 // go in /usr/local, and a file a user put there is never replaced.
 func guestTools(e *Env) error {
@@ -200,7 +208,7 @@ func guestTools(e *Env) error {
 	for link, bin := range links {
 		target := filepath.Join(switchroot.BinDir, bin)
 		if _, err := os.Stat(e.Path(target)); err != nil {
-			continue // not carried
+			continue // not in this initramfs
 		}
 		p := e.Path(link)
 		if old, err := os.Readlink(p); err == nil && old == target {

@@ -55,7 +55,7 @@ func (f *fakeSys) Calls() []string {
 }
 
 func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data string) error {
-	return f.record("mount %s %s %s %q", source, f.rel(target), fstype, data)
+	return f.record("mount %s %s %s %q", f.rel(source), f.rel(target), fstype, data)
 }
 func (f *fakeSys) Unmount(target string, flags int) error {
 	return f.record("umount %s", f.rel(target))
@@ -89,7 +89,7 @@ func testEnv(t *testing.T, cmdline string) (*Env, *fakeSys, *[]string) {
 	t.Helper()
 	sys := newFakeSys(t)
 	for name, body := range map[string]string{
-		"init": "init", "bin/boxd": "boxd", "bin/busybox": "busybox", "dev/vda": "",
+		"bin/init": "init", "bin/boxd": "boxd", "bin/busybox": "busybox", "dev/vda": "",
 		"proc/cmdline": cmdline + "\n",
 	} {
 		p := filepath.Join(sys.root, name)
@@ -110,7 +110,6 @@ func testEnv(t *testing.T, cmdline string) (*Env, *fakeSys, *[]string) {
 			defer mu.Unlock()
 			log = append(log, fmt.Sprintf(format, args...))
 		},
-		Carry:             carried(sys.root, "/init"),
 		Environ:           Environ,
 		DeviceWait:        10 * time.Millisecond,
 		AgentReadyTimeout: time.Second,

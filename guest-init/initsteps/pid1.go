@@ -19,10 +19,6 @@ var Environ = []string{
 	"TERM=linux",
 }
 
-// carryFiles are the initramfs files taken to the root disk after the init
-// binary itself: the in-guest CLI and busybox (poweroff, a rescue shell).
-var carryFiles = []string{"/bin/boxd", "/bin/busybox"}
-
 // Main is PID 1. args is init's argv; log lines go to console. It returns
 // only on a fatal boot failure (the caller exits, and the kernel panics).
 func Main(args []string, console io.Writer) error {
@@ -42,7 +38,6 @@ func Main(args []string, console io.Writer) error {
 		Sys:               sys,
 		Logf:              logf,
 		Switched:          switched,
-		Carry:             carried("/", self),
 		Environ:           Environ,
 		DeviceWait:        5 * time.Second,
 		AgentReadyTimeout: 10 * time.Second,
@@ -68,18 +63,6 @@ func Main(args []string, console io.Writer) error {
 	}
 	env.Agent.Stop()
 	return Shutdown(sys, a, ShutdownConfig{Root: "/", Logf: logf, TermWait: 5 * time.Second, KillWait: 2 * time.Second})
-}
-
-// carried returns the files switch root takes along: self first, then
-// those of carryFiles that exist under root.
-func carried(root, self string) []string {
-	out := []string{self}
-	for _, f := range carryFiles {
-		if _, err := os.Stat(filepath.Join(root, f)); err == nil {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // pid1 is the signal side of PID 1: it reaps children and turns the

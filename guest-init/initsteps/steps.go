@@ -43,9 +43,6 @@ type Env struct {
 	cmdlineRead bool
 	// Switched is true in the init that was re-executed on the root disk.
 	Switched bool
-	// Carry lists the initramfs files taken along to the root disk; the first
-	// is the init binary itself.
-	Carry []string
 	// Environ is the environment of the re-executed init and of the agent.
 	Environ []string
 	// DeviceWait bounds the wait for the root disk's device node.

@@ -185,11 +185,12 @@ func TestEarlySwitchesRoot(t *testing.T) {
 		t.Fatalf("Run: %v, want the fatal plan-ended error", err)
 	}
 	calls := sys.Calls()
-	tail := calls[len(calls)-11:]
+	tail := calls[len(calls)-13:]
 	want := []string{
 		`mount /dev/vda /newroot ext4 ""`,
 		"move /dev /newroot/dev", "move /proc /newroot/proc", "move /sys /newroot/sys",
 		"move /run /newroot/run", "move /tmp /newroot/tmp",
+		`mount /bin /newroot/run/boxd/bin  ""`, `mount  /newroot/run/boxd/bin  ""`,
 		"chdir /newroot", "move . /", "chroot .", "chdir /",
 		"exec /run/boxd/bin/init --switched",
 	}
@@ -197,8 +198,8 @@ func TestEarlySwitchesRoot(t *testing.T) {
 		t.Errorf("switch calls (-want +got):\n%s", diff)
 	}
 	for _, f := range []string{"init", "boxd", "busybox"} {
-		if _, err := os.Stat(filepath.Join(env.Root, "newroot/run/boxd/bin", f)); err != nil {
-			t.Errorf("%s not carried: %v", f, err)
+		if _, err := os.Stat(filepath.Join(env.Root, "bin", f)); err != nil {
+			t.Errorf("bin/%s deleted with the initramfs: %v", f, err)
 		}
 	}
 }

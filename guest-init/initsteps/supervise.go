@@ -220,7 +220,7 @@ func describe(ws syscall.WaitStatus) string {
 	case ws.Exited():
 		return fmt.Sprintf("exited with status %d", ws.ExitStatus())
 	case ws.Signaled():
-		return fmt.Sprintf("killed by %v", ws.Signal())
+		return fmt.Sprintf("killed by signal %d (%v)", int(ws.Signal()), ws.Signal())
 	default:
 		return fmt.Sprintf("ended (wait status %#x)", uint32(ws))
 	}

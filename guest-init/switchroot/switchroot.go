@@ -3,12 +3,13 @@ package switchroot
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Errors Execute wraps, so init can tell whether it still runs from the
@@ -18,8 +19,9 @@ var (
 	ErrHalfSwitched = errors.New("root switch failed after the root moved")
 )
 
-// BinDir is where the carried binaries live in the new root (inside its /run
-// tmpfs). Init re-executes itself from here.
+// BinDir is where the initramfs's binaries appear in the new root (a
+// read-only bind mount inside its /run tmpfs). Init re-executes itself from
+// here.
 const BinDir = "/run/boxd/bin"
 
 // Spec describes one switch. Paths are absolute paths of the guest.
@@ -33,9 +35,12 @@ type Spec struct {
 	// travel with their parents: /dev/pts with /dev). A path that is not a
 	// mount point is skipped.
 	Move []string
-	// Carry lists files copied into BinDir of the new root, by guest path; each
-	// keeps its base name. The first is the init binary that is executed.
-	Carry []string
+	// Bin is the initramfs directory holding init and the guest tools (boxd,
+	// busybox and its applets). It is bind-mounted read-only at BinDir in the
+	// new root, and kept when the initramfs is emptied: nothing is copied.
+	Bin string
+	// Init is the file name of the init binary in Bin.
+	Init string
 	// Args are the arguments of the re-executed init after its path.
 	Args []string
 }
@@ -49,7 +54,7 @@ const (
 	OpMkdir      OpKind = "mkdir"       // Path, Mode
 	OpMountDisk  OpKind = "mount-disk"  // Source on Path
 	OpMove       OpKind = "move"        // mount at Source moves to Path
-	OpCopy       OpKind = "copy"        // file Source copied to Path, Mode
+	OpBind       OpKind = "bind"        // directory Source bind-mounted read-only on Path
 	OpMoveRoot   OpKind = "move-root"   // mount at Source becomes /; chroot into it
 	OpDeleteOld  OpKind = "delete-old"  // empty the old root (not crossing filesystems)
 	OpExec       OpKind = "exec"        // Path with Args; does not return on success
@@ -107,12 +112,10 @@ func Plan(s Spec) ([]Op, error) {
 	for _, m := range s.Move {
 		ops = append(ops, Op{Kind: OpMove, Source: m, Path: path.Join(nr, m)})
 	}
-	ops = append(ops, Op{Kind: OpMkdir, Path: path.Join(nr, BinDir), Mode: 0o755})
-	for _, c := range s.Carry {
-		ops = append(ops, Op{Kind: OpCopy, Source: c, Path: path.Join(nr, BinDir, path.Base(c)), Mode: 0o755})
-	}
-	self := path.Join(BinDir, path.Base(s.Carry[0]))
+	self := path.Join(BinDir, s.Init)
 	ops = append(ops,
+		Op{Kind: OpMkdir, Path: path.Join(nr, BinDir), Mode: 0o755},
+		Op{Kind: OpBind, Source: s.Bin, Path: path.Join(nr, BinDir)},
 		Op{Kind: OpMoveRoot, Source: nr},
 		Op{Kind: OpDeleteOld, Path: "/"},
 		Op{Kind: OpExec, Path: self, Args: append([]string{self}, s.Args...)},
@@ -136,18 +139,14 @@ func (s Spec) check() error {
 	if err := abs("new root", s.NewRoot); err != nil {
 		return err
 	}
-	if len(s.Carry) == 0 {
-		return errors.New("switch root: nothing to execute (Carry is empty)")
+	if err := abs("bin directory", s.Bin); err != nil {
+		return err
 	}
-	seen := map[string]bool{}
-	for _, c := range s.Carry {
-		if err := abs("carried file", c); err != nil {
-			return err
-		}
-		if seen[path.Base(c)] {
-			return fmt.Errorf("switch root: two carried files named %s", path.Base(c))
-		}
-		seen[path.Base(c)] = true
+	if s.Init == "" || strings.Contains(s.Init, "/") || s.Init == "." || s.Init == ".." {
+		return fmt.Errorf("switch root: init %q is not a file name", s.Init)
+	}
+	if strings.HasPrefix(s.NewRoot+"/", s.Bin+"/") || strings.HasPrefix(s.Bin+"/", s.NewRoot+"/") {
+		return fmt.Errorf("switch root: bin directory %s overlaps the new root %s", s.Bin, s.NewRoot)
 	}
 	runMoved := false
 	for _, m := range s.Move {
@@ -160,8 +159,8 @@ func (s Spec) check() error {
 		runMoved = runMoved || m == "/run"
 	}
 	if !runMoved {
-		// The carried binaries must live on a tmpfs in the new root, not on
-		// the disk: /run must come along.
+		// The binaries must appear on a tmpfs in the new root, never on the
+		// disk: /run must come along.
 		return errors.New("switch root: /run must be among the moved mounts")
 	}
 	return nil
@@ -190,12 +189,17 @@ type Logf func(format string, args ...any)
 // On success it does not return: the last op executes the new init.
 func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) error {
 	host := func(p string) string { return filepath.Join(root, filepath.FromSlash(p)) }
-	var mountedDisk string
+	var mountedDisk, bound string
 	var moved []Op // carried mounts, to move back on failure
 	var oldRoot *os.File
 	rollback := func(err error) error {
 		if cerr := sys.Chdir(host("/")); cerr != nil {
 			logf("switch root: chdir /: %v", cerr)
+		}
+		if bound != "" {
+			if uerr := sys.Unmount(bound, 0); uerr != nil {
+				logf("switch root: unmounting %s: %v", bound, uerr)
+			}
 		}
 		for i := len(moved) - 1; i >= 0; i-- {
 			if rerr := sys.MoveMount(host(moved[i].Path), host(moved[i].Source)); rerr != nil {
@@ -211,12 +215,17 @@ func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) er
 	}
 	switched := false
 	t0 := time.Now()
+	last := t0
 	for _, op := range ops {
+		// Each line gives the time since the previous one, so a slow step
+		// shows as the line after it.
+		now := time.Now()
 		if op.Kind == OpExec {
-			logf("switch root: %s (switched in %.2f ms)", op, float64(time.Since(t0))/float64(time.Millisecond))
+			logf("switch root: %s (+%s, switched in %s)", op, ms(now.Sub(last)), ms(now.Sub(t0)))
 		} else {
-			logf("switch root: %s", op)
+			logf("switch root: %s (+%s)", op, ms(now.Sub(last)))
 		}
+		last = now
 		var err error
 		switch op.Kind {
 		case OpWaitDevice:
@@ -238,8 +247,12 @@ func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) er
 					moved = append(moved, op)
 				}
 			}
-		case OpCopy:
-			err = copyFile(host(op.Source), host(op.Path), op.Mode)
+		case OpBind:
+			if err = sys.Mount(host(op.Source), host(op.Path), "", unix.MS_BIND, ""); err == nil {
+				bound = host(op.Path)
+				// A bind mount takes MS_RDONLY only on a remount.
+				err = sys.Mount("", host(op.Path), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
+			}
 		case OpMoveRoot:
 			// The old root stays reachable through this descriptor once it is
 			// no longer "/", so it can be emptied afterwards.
@@ -262,7 +275,12 @@ func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) er
 			}
 		case OpDeleteOld:
 			// Best effort: what cannot be deleted only costs memory.
-			n, derr := deleteTree(oldRoot, map[string]bool{strings.TrimPrefix(s.NewRoot, "/"): true}, logf)
+			// Bin stays: the new root's BinDir shows the same files.
+			keep := map[string]bool{
+				strings.Split(strings.TrimPrefix(s.NewRoot, "/"), "/")[0]: true,
+				strings.Split(strings.TrimPrefix(s.Bin, "/"), "/")[0]:     true,
+			}
+			n, derr := deleteTree(oldRoot, keep, logf)
 			logf("switch root: freed %d initramfs entries", n)
 			err = derr
 		case OpExec:
@@ -280,6 +298,8 @@ func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) er
 	}
 	return fmt.Errorf("%w: plan ended without exec", ErrHalfSwitched)
 }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
 
 // waitFor waits until p exists: a virtio disk's node appears once its driver
 // probes, which has normally happened before init runs.
@@ -305,24 +325,4 @@ func mkdirIfMissing(p string, mode os.FileMode) error {
 		return err
 	}
 	return os.Chmod(p, mode) // MkdirAll honours the umask; mount points want exact modes
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Chmod(dst, mode)
 }

@@ -20,7 +20,8 @@ func testSpec() Spec {
 		NewRoot: "/newroot",
 		Wait:    time.Second,
 		Move:    []string{"/dev", "/proc", "/sys", "/run", "/tmp"},
-		Carry:   []string{"/init", "/bin/boxd", "/bin/busybox"},
+		Bin:     "/bin",
+		Init:    "init",
 		Args:    []string{"--switched"},
 	}
 }
@@ -49,9 +50,7 @@ func TestPlan(t *testing.T) {
 		"move /run /newroot/run",
 		"move /tmp /newroot/tmp",
 		"mkdir /newroot/run/boxd/bin 0755",
-		"copy /init /newroot/run/boxd/bin/init 0755",
-		"copy /bin/boxd /newroot/run/boxd/bin/boxd 0755",
-		"copy /bin/busybox /newroot/run/boxd/bin/busybox 0755",
+		"bind /bin /newroot/run/boxd/bin",
 		"move-root /newroot",
 		"delete-old /",
 		"exec /run/boxd/bin/init /run/boxd/bin/init --switched",
@@ -70,8 +69,10 @@ func TestPlanRejects(t *testing.T) {
 		{"relative device", func(s *Spec) { s.Device = "vda" }, "device"},
 		{"no fstype", func(s *Spec) { s.FSType = "" }, "filesystem"},
 		{"root as new root", func(s *Spec) { s.NewRoot = "/" }, "new root"},
-		{"nothing to run", func(s *Spec) { s.Carry = nil }, "nothing to execute"},
-		{"name clash", func(s *Spec) { s.Carry = []string{"/init", "/sbin/init"} }, "two carried"},
+		{"no init", func(s *Spec) { s.Init = "" }, "not a file name"},
+		{"init path", func(s *Spec) { s.Init = "sbin/init" }, "not a file name"},
+		{"relative bin", func(s *Spec) { s.Bin = "bin" }, "bin directory"},
+		{"bin in new root", func(s *Spec) { s.Bin = "/newroot/bin" }, "overlaps"},
 		{"run not moved", func(s *Spec) { s.Move = []string{"/dev", "/proc"} }, "/run must"},
 		{"move overlaps", func(s *Spec) { s.Move = append(s.Move, "/newroot/x") }, "overlaps"},
 		{"unclean mount", func(s *Spec) { s.Move = append(s.Move, "/dev/../etc") }, "clean"},
@@ -113,6 +114,9 @@ func (f *fakeSys) record(format string, args ...any) error {
 }
 
 func (f *fakeSys) Mount(source, target, fstype string, flags uintptr, data string) error {
+	if flags != 0 {
+		return f.record("mount %s %s %s %#x", f.rel(source), f.rel(target), fstype, flags)
+	}
 	return f.record("mount %s %s %s", source, f.rel(target), fstype)
 }
 func (f *fakeSys) Unmount(target string, flags int) error {
@@ -133,7 +137,7 @@ func initramfs(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
 	for name, body := range map[string]string{
-		"init": "init-binary", "bin/boxd": "boxd-binary", "bin/busybox": "busybox-binary",
+		"bin/init": "init-binary", "bin/boxd": "boxd-binary", "bin/busybox": "busybox-binary",
 		"dev/vda": "", "etc/passwd": "root:x:0:0::/root:/bin/sh\n",
 	} {
 		p := filepath.Join(root, name)
@@ -150,6 +154,9 @@ func initramfs(t *testing.T) string {
 		}
 	}
 	if err := os.Symlink("busybox", filepath.Join(root, "bin/sh")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("bin/init", filepath.Join(root, "init")); err != nil {
 		t.Fatal(err)
 	}
 	return root
@@ -174,6 +181,8 @@ func TestExecute(t *testing.T) {
 		"move /proc /newroot/proc",
 		"move /sys /newroot/sys",
 		"move /run /newroot/run", // /tmp is not a mount point here: left behind
+		"mount /bin /newroot/run/boxd/bin  0x1000",
+		"mount  /newroot/run/boxd/bin  0x1021",
 		"chdir /newroot",
 		"move . /",
 		"chroot .",
@@ -183,28 +192,27 @@ func TestExecute(t *testing.T) {
 	if diff := cmp.Diff(want, sys.calls); diff != "" {
 		t.Errorf("syscalls (-want +got):\n%s", diff)
 	}
-	// The carried binaries are in the new root, byte for byte, executable.
-	for name, body := range map[string]string{"init": "init-binary", "boxd": "boxd-binary", "busybox": "busybox-binary"} {
-		p := filepath.Join(root, "newroot/run/boxd/bin", name)
-		b, err := os.ReadFile(p)
-		if err != nil || string(b) != body {
-			t.Errorf("%s: %q, %v; want %q", p, b, err, body)
-		}
-		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o755 {
-			t.Errorf("%s: mode %v, %v", p, fi.Mode(), err)
-		}
-	}
 	// Mount points the disk lacked were created with their modes.
 	if fi, err := os.Stat(filepath.Join(root, "newroot/tmp")); err != nil || fi.Mode()&os.ModeSticky == 0 {
 		t.Errorf("newroot/tmp: %v %v, want sticky", fi.Mode(), err)
 	}
-	// The old root was emptied, except the new root.
-	left, err := os.ReadDir(root)
+	// The old root was emptied, except the new root and the bound /bin,
+	// whose files are intact.
+	var left []string
+	ents, err := os.ReadDir(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 1 || left[0].Name() != "newroot" {
-		t.Errorf("old root holds %v, want only newroot", left)
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if diff := cmp.Diff([]string{"bin", "newroot"}, left); diff != "" {
+		t.Errorf("old root (-want +got):\n%s", diff)
+	}
+	for name, body := range map[string]string{"init": "init-binary", "boxd": "boxd-binary", "busybox": "busybox-binary"} {
+		if b, err := os.ReadFile(filepath.Join(root, "bin", name)); err != nil || string(b) != body {
+			t.Errorf("bin/%s: %q, %v; want %q", name, b, err, body)
+		}
 	}
 	if !strings.Contains(strings.Join(log, "\n"), "/tmp is not a mount point") {
 		t.Errorf("log does not mention the skipped /tmp:\n%s", strings.Join(log, "\n"))
@@ -219,7 +227,8 @@ func TestExecuteRollsBack(t *testing.T) {
 	}{
 		{failOn: "mount /dev/vda", want: []string{"chdir /"}, err: ErrNotSwitched},
 		{failOn: "move /sys", want: []string{"chdir /", "move /newroot/proc /proc", "move /newroot/dev /dev", "umount /newroot"}, err: ErrNotSwitched},
-		{failOn: "move . /", want: []string{"chdir /", "move /newroot/run /run", "move /newroot/sys /sys", "move /newroot/proc /proc", "move /newroot/dev /dev", "umount /newroot"}, err: ErrNotSwitched},
+		{failOn: "move . /", want: []string{"chdir /", "umount /newroot/run/boxd/bin", "move /newroot/run /run", "move /newroot/sys /sys", "move /newroot/proc /proc", "move /newroot/dev /dev", "umount /newroot"}, err: ErrNotSwitched},
+		{failOn: "mount  /newroot/run/boxd/bin", want: []string{"chdir /", "umount /newroot/run/boxd/bin", "move /newroot/run /run", "move /newroot/sys /sys", "move /newroot/proc /proc", "move /newroot/dev /dev", "umount /newroot"}, err: ErrNotSwitched},
 		{failOn: "chroot", want: nil, err: ErrHalfSwitched},
 	}
 	for _, tt := range tests {
