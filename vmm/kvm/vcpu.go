@@ -227,7 +227,7 @@ func (c *VCPU) MSRs(indices []uint32) ([]MSR, error) {
 		return nil, c.wrap("get msrs", err)
 	}
 	if int(n) != len(indices) {
-		return nil, fmt.Errorf("kvm: vcpu %d: get msrs: read %d of %d (failed at index %#x)", c.id, n, len(indices), indices[n])
+		return nil, &MSRReadError{VCPU: c.id, Read: int(n), Want: len(indices), Index: indices[n]}
 	}
 	out := make([]MSR, len(indices))
 	for i := range out {
@@ -235,6 +235,18 @@ func (c *VCPU) MSRs(indices []uint32) ([]MSR, error) {
 		out[i] = MSR{Index: binary.LittleEndian.Uint32(b), Data: binary.LittleEndian.Uint64(b[8:])}
 	}
 	return out, nil
+}
+
+// MSRReadError is MSRs' error when KVM read only the first Read of Want
+// MSRs: it stops at the first one it refuses, Index. A snapshot drops that
+// index and asks again.
+type MSRReadError struct {
+	VCPU, Read, Want int
+	Index            uint32
+}
+
+func (e *MSRReadError) Error() string {
+	return fmt.Sprintf("kvm: vcpu %d: get msrs: read %d of %d (failed at index %#x)", e.VCPU, e.Read, e.Want, e.Index)
 }
 
 // SetMSRs writes MSRs; it fails unless every one was accepted.

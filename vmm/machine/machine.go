@@ -43,6 +43,9 @@ type Config struct {
 	Console io.Writer
 	// Log receives the monitor's own messages (boot-timer marks); nil discards.
 	Log io.Writer
+	// ram, when set, is the guest RAM to use instead of fresh memory (Restore
+	// maps a memory file). The machine owns it from New on.
+	ram *memory.RAM
 }
 
 // State is where a machine is in its lifecycle.
@@ -141,7 +144,7 @@ func New(cfg Config) (m *Machine, err error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
-	m = &Machine{cfg: cfg, done: make(chan struct{})}
+	m = &Machine{cfg: cfg, done: make(chan struct{}), ram: cfg.ram}
 	// Error returns below set the named result m to nil; clean up through a copy.
 	self := m
 	defer func() {
@@ -163,8 +166,10 @@ func New(cfg Config) (m *Machine, err error) {
 	}
 	// Memory slots go in before the irqchip and PIT exist: once they do, every
 	// slot change waits for an SRCU grace period (measured: 7 ms against 50 µs).
-	if m.ram, err = memory.New(uint64(cfg.MemMiB)<<20, memory.Options{Dir: cfg.MemDir}); err != nil {
-		return nil, err
+	if m.ram == nil {
+		if m.ram, err = memory.New(uint64(cfg.MemMiB)<<20, memory.Options{Dir: cfg.MemDir}); err != nil {
+			return nil, err
+		}
 	}
 	for i, r := range m.ram.Regions() {
 		if err = m.vm.SetUserMemoryRegion(uint32(i), 0, r.GPA, m.ram.Host(r)); err != nil {

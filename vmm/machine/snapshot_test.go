@@ -1,0 +1,312 @@
+package machine
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/boxd-dev/boxd/internal/testguest"
+	"github.com/boxd-dev/boxd/vmm/kvm"
+	"github.com/boxd-dev/boxd/vmm/memory"
+	"github.com/boxd-dev/boxd/vmm/snapshot"
+)
+
+// progressAddr receives the loop counter of progressLoop now and then.
+const progressAddr = testguest.MMIOBase + 0x10
+
+// progressLoop is SumLoop(n) that also writes its remaining count (RCX) to
+// progressAddr every 2^20 iterations, so a test can catch it mid-run.
+//
+//	mov rcx, n; xor eax, eax; mov rbx, ResultAddr
+//	loop: add rax, rcx; test ecx, 0xfffff; jnz skip; mov [rbx+0x10], rcx
+//	skip: dec rcx; jnz loop
+//	mov [rbx], rax; mov [rbx+8], eax; spin: jmp spin
+func progressLoop(n uint64) []byte {
+	code := binary.LittleEndian.AppendUint64([]byte{0x48, 0xb9}, n)
+	code = append(code, 0x31, 0xc0, 0x48, 0xbb)
+	code = binary.LittleEndian.AppendUint64(code, testguest.ResultAddr)
+	code = append(code,
+		0x48, 0x01, 0xc8, // add rax, rcx
+		0xf7, 0xc1, 0xff, 0xff, 0x0f, 0x00, // test ecx, 0xfffff
+		0x75, 0x04, // jnz skip
+		0x48, 0x89, 0x4b, 0x10, // mov [rbx+0x10], rcx
+		0x48, 0xff, 0xc9, // dec rcx
+		0x75, 0xec, // jnz loop (-20)
+		0x48, 0x89, 0x03, 0x89, 0x43, 0x08, 0xeb, 0xfe)
+	return code
+}
+
+// reporter is the test guests' MMIO window.
+type reporter struct {
+	mu       sync.Mutex
+	result   uint64
+	progress []uint64
+	first    chan struct{} // closed on the first progress write
+	done     chan struct{} // closed on the write to DoneAddr
+}
+
+func newReporter() *reporter {
+	return &reporter{first: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (r *reporter) Read(uint64, []byte) {}
+
+func (r *reporter) Write(off uint64, data []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var v uint64
+	for i, b := range data {
+		v |= uint64(b) << (8 * i)
+	}
+	switch off {
+	case testguest.ResultAddr - testguest.MMIOBase:
+		r.result = v
+	case testguest.DoneAddr - testguest.MMIOBase:
+		close(r.done)
+	case progressAddr - testguest.MMIOBase:
+		if len(r.progress) == 0 {
+			close(r.first)
+		}
+		r.progress = append(r.progress, v)
+	}
+}
+
+func (r *reporter) snapshot() (uint64, []uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.result, append([]uint64(nil), r.progress...)
+}
+
+// ring3Machine builds a one-vCPU-or-more machine running code at ring 3 with a
+// reporter on the test guest's MMIO window.
+func ring3Machine(t testing.TB, cpus, memMiB int, code []byte) (*Machine, *reporter) {
+	t.Helper()
+	m, err := New(Config{CPUs: cpus, MemMiB: memMiB, Load: func(mem *memory.RAM, bsp *kvm.VCPU, _ string) error {
+		if err := testguest.Load(mem, code); err != nil {
+			return err
+		}
+		return testguest.SetupVCPU(bsp, 3)
+	}})
+	if errors.Is(err, kvm.ErrNoKVM) {
+		t.Skipf("tier 2 needs /dev/kvm: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndClose(t, m) })
+	return m, attach(t, m)
+}
+
+func attach(t testing.TB, m *Machine) *reporter {
+	t.Helper()
+	r := newReporter()
+	if err := m.MMIO.Insert(testguest.MMIOBase, 0x1000, r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func stopAndClose(t testing.TB, m *Machine) {
+	if st := m.State(); st == Running || st == Paused {
+		m.Stop()
+		m.Wait()
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+}
+
+// wait blocks until ch closes or the machine stops (a crash is a failure).
+func wait(t *testing.T, what string, m *Machine, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-m.Done():
+		t.Fatalf("%s: machine stopped first: %+v", what, m.Wait())
+	}
+}
+
+// State that legitimately differs between a save and a save of its restore:
+// the TSC (MSR 0x10) and kvmclock advance with host time, and each PIT
+// channel's count_load_time is a host timestamp. Nothing else may differ.
+var volatileMSRs = map[uint32]bool{0x10: true}
+
+func comparable(s *snapshot.State) *snapshot.State {
+	c := *s
+	c.VM.Clock = kvm.ClockData{}
+	// kvm_pit_state2: three 24-byte kvm_pit_channel_state, each ending in
+	// the s64 count_load_time.
+	for ch := range 3 {
+		clear(c.VM.PIT[24*ch+16 : 24*ch+24])
+	}
+	c.VCPUs = nil
+	for _, v := range s.VCPUs {
+		var msrs []kvm.MSR
+		for _, m := range v.MSRs {
+			if !volatileMSRs[m.Index] {
+				msrs = append(msrs, m)
+			}
+		}
+		v.MSRs = msrs
+		c.VCPUs = append(c.VCPUs, v)
+	}
+	return &c
+}
+
+// Save, encode, decode, restore into a new VM, save again: the same state.
+func TestSaveRestoreSave(t *testing.T) {
+	const n = 1 << 22
+	m, rep := ring3Machine(t, 2, 32, progressLoop(n))
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, "guest", m, rep.first)
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	s1, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := snapshot.Encode(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := snapshot.Decode(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := dupFile(m.RAM().File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram, err := memory.MapPrivate(f, dec.MemSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(Config{}, dec, ram)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndClose(t, r) })
+	s2, err := r.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(comparable(s1), comparable(s2), cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("save → restore → save (-first +second):\n%s", d)
+	}
+	if len(s1.VCPUs[0].MSRs) == 0 {
+		t.Error("no MSRs saved")
+	}
+}
+
+// A guest forked mid-computation finishes it in both parent and child, and the
+// child continues from where the parent was, not from the start.
+func TestForkContinuesComputation(t *testing.T) {
+	const n = 1 << 29
+	parent, prep := ring3Machine(t, 1, 32, progressLoop(n))
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, "parent", parent, prep.first)
+	if err := parent.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	_, before := prep.snapshot()
+	child, _, err := parent.Fork(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndClose(t, child) })
+	crep := attach(t, child)
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, "parent", parent, prep.done)
+	wait(t, "child", child, crep.done)
+	for _, c := range []struct {
+		name string
+		r    *reporter
+	}{{"parent", prep}, {"child", crep}} {
+		if got, _ := c.r.snapshot(); got != testguest.Sum(n) {
+			t.Errorf("%s computed %d, want %d", c.name, got, testguest.Sum(n))
+		}
+	}
+	// The counter counts down: every value the child reports must be below
+	// the last one the parent reported before the fork.
+	_, after := crep.snapshot()
+	last := before[len(before)-1]
+	if len(after) == 0 || after[0] >= last {
+		t.Errorf("child's first progress %v, parent's last before fork %d: child did not continue", after[:min(1, len(after))], last)
+	}
+}
+
+// After a fork, parent and child write different values to the same guest
+// page; each reads its own back, and the memory file keeps the original.
+func TestForkCopyOnWrite(t *testing.T) {
+	const gpa = 0x100000
+	parent, prep := ring3Machine(t, 1, 32, testguest.SumLoop(1000))
+	if _, err := parent.RAM().WriteAt([]byte("original"), gpa); err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, "parent", parent, prep.done)
+	if err := parent.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	child, _, err := parent.Fork(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndClose(t, child) })
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := parent.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	parent.RAM().WriteAt([]byte("parent!!"), gpa)
+	child.RAM().WriteAt([]byte("child!!!"), gpa)
+	read := func(ram *memory.RAM) string {
+		b := make([]byte, 8)
+		if _, err := ram.ReadAt(b, gpa); err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	file := make([]byte, 8)
+	if _, err := parent.RAM().File().ReadAt(file, gpa); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{"parent": read(parent.RAM()), "child": read(child.RAM()), "file": string(file)}
+	want := map[string]string{"parent": "parent!!", "child": "child!!!", "file": "original"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("memory after fork (-want +got):\n%s", d)
+	}
+	// A fork of a fork would lose the child's private pages: refused.
+	if err := child.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if gc, _, err := child.Fork(Config{}); err == nil {
+		gc.Close()
+		t.Error("fork of a forked machine accepted")
+	}
+}
+
+func TestSnapshotNeedsPause(t *testing.T) {
+	m, _ := ring3Machine(t, 1, 16, []byte{0xeb, 0xfe})
+	m.Start()
+	if _, err := m.Snapshot(); !errors.Is(err, ErrState) {
+		t.Fatalf("snapshot of a running machine: %v, want ErrState", err)
+	}
+}
