@@ -60,7 +60,7 @@ func guestInitramfs(t *testing.T, c guestrd.Compression) string {
 // guest off once its agent is ready.
 func testCmdline(extra ...string) string {
 	return strings.Join(append([]string{
-		"boxd.test_poweroff=1", "boxd.hostname=e2e-guest",
+		"boxd.test_poweroff=1", "boxd.verbose=1", "boxd.hostname=e2e-guest",
 		"boxd.seed=" + strings.Repeat("5a", 32),
 		fmt.Sprintf("boxd.time=%d", time.Now().UnixNano()),
 	}, extra...), " ")
@@ -115,6 +115,18 @@ func TestGuestInit(t *testing.T) {
 				"boot-timer mark 2: ok", "shutdown: poweroff")
 		})
 	}
+	// The kernel's quiet (in boxd vmm's default command line) without
+	// boxd.verbose: init logs no step after reading the command line.
+	t.Run("quiet", func(t *testing.T) {
+		rd := guestInitramfs(t, guestrd.None)
+		r := runVMM(t, 5*time.Minute, "--kernel", k, "--initrd", rd, "--mem-mib", "256", "--cmdline", "quiet boxd.test_poweroff=1")
+		checkInitBoot(t, r, "boot-timer mark 1: ok", "boot done in", "shutdown: poweroff")
+		for _, s := range []string{"cmdline: ok", "mount /run", "agent: ok"} {
+			if strings.Contains(r.Console, s) {
+				t.Errorf("quiet console shows %q", s)
+			}
+		}
+	})
 }
 
 // TestGuestInitSwitchRoot boots onto a copy of the Debian root image: init

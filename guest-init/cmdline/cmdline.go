@@ -23,6 +23,7 @@ const (
 	KeyRootFSType   = "boxd.rootfstype"
 	KeyAgentPort    = "boxd.agent_port"
 	KeyTestPoweroff = "boxd.test_poweroff"
+	KeyVerbose      = "boxd.verbose"
 )
 
 // Defaults of the keys that have one.
@@ -54,7 +55,16 @@ type Config struct {
 	RootFSType   string       // boxd.rootfstype
 	AgentPort    uint32       // boxd.agent_port: vsock port of the guest agent
 	TestPoweroff bool         // boxd.test_poweroff: power off once the agent is ready (tests)
+	// Quiet is the kernel's own "quiet" flag: init then logs only failures
+	// and one summary line (each console byte is a VM exit).
+	Quiet bool
+	// Verbose (boxd.verbose) makes init log every step even when Quiet.
+	Verbose bool
 }
+
+// LogSteps reports whether init logs each step: unless the kernel was told
+// to be quiet, or boxd.verbose overrides it.
+func (c Config) LogSteps() bool { return !c.Quiet || c.Verbose }
 
 // Default returns the Config of an empty command line.
 func Default() Config {
@@ -69,6 +79,10 @@ func Parse(cmdline string) (Config, error) {
 	c := Default()
 	var errs []error
 	for _, a := range Split(cmdline) {
+		if a.Key == "quiet" && !a.HasValue {
+			c.Quiet = true
+			continue
+		}
 		if !strings.HasPrefix(a.Key, "boxd.") {
 			continue
 		}
@@ -81,7 +95,7 @@ func Parse(cmdline string) (Config, error) {
 
 func (c *Config) set(a Arg) error {
 	bad := func(err error) error { return fmt.Errorf("%s=%q: %w", a.Key, a.Value, err) }
-	if !a.HasValue && a.Key != KeyTestPoweroff {
+	if !a.HasValue && a.Key != KeyTestPoweroff && a.Key != KeyVerbose {
 		return fmt.Errorf("%s: missing =value", a.Key)
 	}
 	v := a.Value
@@ -157,14 +171,19 @@ func (c *Config) set(a Arg) error {
 			return bad(errors.New("want a port in 1..4294967294"))
 		}
 		c.AgentPort = uint32(p)
-	case KeyTestPoweroff:
+	case KeyTestPoweroff, KeyVerbose:
+		var on bool
 		switch v {
 		case "", "1":
-			c.TestPoweroff = true
+			on = true
 		case "0":
-			c.TestPoweroff = false
 		default:
 			return bad(errors.New("want 0 or 1"))
+		}
+		if a.Key == KeyVerbose {
+			c.Verbose = on
+		} else {
+			c.TestPoweroff = on
 		}
 	default:
 		return fmt.Errorf("%s: unknown key", a.Key)
@@ -251,6 +270,12 @@ func (c Config) Args() []string {
 	}
 	if c.TestPoweroff {
 		add(KeyTestPoweroff, "1")
+	}
+	if c.Verbose {
+		add(KeyVerbose, "1")
+	}
+	if c.Quiet {
+		out = append(out, "quiet")
 	}
 	return out
 }

@@ -69,6 +69,10 @@ func TestParse(t *testing.T) {
 				TestPoweroff: true,
 			},
 		},
+		{name: "kernel quiet", in: "console=ttyS0 quiet", want: with(func(c *Config) { c.Quiet = true })},
+		{name: "quiet with a value is not the flag", in: "quiet=0", want: def},
+		{name: "verbose", in: "quiet boxd.verbose", want: with(func(c *Config) { c.Quiet, c.Verbose = true, true })},
+		{name: "verbose value", in: "boxd.verbose=2", want: def, wantErr: "0 or 1"},
 		{name: "flag form", in: "boxd.test_poweroff", want: with(func(c *Config) { c.TestPoweroff = true })},
 		{name: "last wins", in: "boxd.hostname=a boxd.hostname=b", want: with(func(c *Config) { c.Hostname = "b" })},
 		{name: "ipv6 address", in: "boxd.ip=fd00::2/64", want: with(func(c *Config) { c.Address = netip.MustParsePrefix("fd00::2/64") })},
@@ -113,6 +117,15 @@ func TestParse(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestLogSteps(t *testing.T) {
+	for in, want := range map[string]bool{"": true, "quiet": false, "quiet boxd.verbose=1": true, "boxd.verbose=0 quiet": false} {
+		c, err := Parse(in)
+		if err != nil || c.LogSteps() != want {
+			t.Errorf("Parse(%q).LogSteps() = %v (%v), want %v", in, c.LogSteps(), err, want)
+		}
 	}
 }
 

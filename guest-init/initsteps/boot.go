@@ -47,13 +47,17 @@ const newRootDir = "/newroot"
 // mark 1, the command line, entropy, clock, and the switch onto the root disk
 // (which, when it happens, re-executes init and never returns).
 func Early() []Step {
-	var steps []Step
-	for _, m := range mounts {
-		steps = append(steps, Step{Name: "mount " + m.Target, Run: m.run, Fatal: m.Fatal})
+	mount := func(m mountSpec) Step { return Step{Name: "mount " + m.Target, Run: m.run, Fatal: m.Fatal} }
+	// /proc, /sys and /dev first: mark 1 (as early as /dev/mem exists) and
+	// the command line (which says whether to be quiet) need nothing else.
+	steps := []Step{mount(mounts[0]), mount(mounts[1]), mount(mounts[2]),
+		{Name: "boot-timer mark 1", Run: markStep(boottimer.MarkInit)},
+		{Name: "cmdline", Run: readCmdline},
+	}
+	for _, m := range mounts[3:] {
+		steps = append(steps, mount(m))
 	}
 	return append(steps,
-		Step{Name: "boot-timer mark 1", Run: markStep(boottimer.MarkInit)},
-		Step{Name: "cmdline", Run: readCmdline},
 		Step{Name: "entropy", Run: seedEntropy},
 		Step{Name: "clock", Run: setClock},
 		Step{Name: "switch root", Run: switchRoot},
@@ -101,7 +105,7 @@ func readCmdline(e *Env) error {
 		return err
 	}
 	c, perr := cmdline.Parse(string(b))
-	e.Config, e.cmdlineRead = c, true
+	e.Config, e.cmdlineRead, e.Quiet = c, true, !c.LogSteps()
 	if perr != nil {
 		for _, line := range strings.Split(perr.Error(), "\n") {
 			e.Logf("cmdline: ignored %s", line)
@@ -141,6 +145,7 @@ func switchRoot(e *Env) error {
 		Bin:     initramfsBin,
 		Init:    initName,
 		Args:    []string{switchedArg},
+		Quiet:   e.Quiet,
 	}
 	ops, err := switchroot.Plan(spec)
 	if err != nil {

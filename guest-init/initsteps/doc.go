@@ -9,7 +9,11 @@
 // so the lists are unit-tested on the host against a temporary directory and
 // a fake System; Linux is the real one.
 //
-// Life of PID 1 (see PID1):
+// Every step logs one console line ("boxd-init: <step>: ok (<ms>)"); with the
+// kernel's "quiet" flag only failures and the final "boot done" line are
+// written, since each console byte costs the guest a VM exit.
+//
+// Life of PID 1 (see Main):
 //   - The agent runs as a child process (the init binary's "agent" mode), not
 //     as goroutines of PID 1: PID 1 reaps every child with wait4(-1), which
 //     would steal the exit statuses the agent's own os/exec calls wait for.

@@ -46,7 +46,12 @@ func Main(args []string, console io.Writer) error {
 	p := startPID1(env.Agent)
 
 	if switched {
-		logf("running from the root disk as PID 1 (%s)", self)
+		if err := readCmdline(env); err != nil {
+			logf("cmdline: %v", err)
+		}
+		if !env.Quiet {
+			logf("running from the root disk as PID 1 (%s)", self)
+		}
 	} else if err := Run(Early(), env); err != nil {
 		return err
 	}

@@ -41,6 +41,8 @@ type Env struct {
 	// Config is the parsed command line (the cmdline step fills it).
 	Config      cmdline.Config
 	cmdlineRead bool
+	// Quiet (the kernel's "quiet") logs failures only.
+	Quiet bool
 	// Switched is true in the init that was re-executed on the root disk.
 	Switched bool
 	// Environ is the environment of the re-executed init and of the agent.
@@ -67,9 +69,13 @@ func Run(steps []Step, env *Env) error {
 		var sk skipped
 		switch {
 		case err == nil:
-			env.Logf("%s: ok (%s)", s.Name, fmtDur(took))
+			if !env.Quiet {
+				env.Logf("%s: ok (%s)", s.Name, fmtDur(took))
+			}
 		case errors.As(err, &sk):
-			env.Logf("%s: %v", s.Name, err)
+			if !env.Quiet {
+				env.Logf("%s: %v", s.Name, err)
+			}
 		case s.Fatal || errors.Is(err, ErrFatal):
 			env.Logf("%s: FAILED (fatal): %v", s.Name, err)
 			return fmt.Errorf("%s: %w", s.Name, err)

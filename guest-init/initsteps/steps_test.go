@@ -89,8 +89,8 @@ func names(steps []Step) []string {
 
 func TestStepLists(t *testing.T) {
 	wantEarly := []string{
-		"mount /proc", "mount /sys", "mount /dev", "mount /dev/pts", "mount /dev/shm", "mount /run",
-		"mount /tmp", "mount /sys/fs/cgroup", "boot-timer mark 1", "cmdline", "entropy", "clock", "switch root",
+		"mount /proc", "mount /sys", "mount /dev", "boot-timer mark 1", "cmdline", "mount /dev/pts",
+		"mount /dev/shm", "mount /run", "mount /tmp", "mount /sys/fs/cgroup", "entropy", "clock", "switch root",
 	}
 	if diff := cmp.Diff(wantEarly, names(Early())); diff != "" {
 		t.Errorf("Early (-want +got):\n%s", diff)
@@ -124,12 +124,12 @@ func TestEarlyOnInitramfs(t *testing.T) {
 		`mount proc /proc proc ""`,
 		`mount sysfs /sys sysfs ""`,
 		`mount devtmpfs /dev devtmpfs "mode=0755"`,
+		"mmio 0xc0000000=1",
 		`mount devpts /dev/pts devpts "gid=5,mode=0620,ptmxmode=0666"`,
 		`mount shm /dev/shm tmpfs "mode=1777"`,
 		`mount tmpfs /run tmpfs "mode=0755"`,
 		`mount tmpfs /tmp tmpfs "mode=1777"`,
 		`mount cgroup2 /sys/fs/cgroup cgroup2 "nsdelegate"`,
-		"mmio 0xc0000000=1",
 		"entropy 0a0b",
 		"clock 1700000000000000000",
 	}
@@ -163,13 +163,13 @@ func TestEarlyFatalMountStops(t *testing.T) {
 }
 
 func TestEarlyNonFatalMountContinues(t *testing.T) {
-	env, sys, _ := testEnv(t, "")
+	env, sys, _ := testEnv(t, "boxd.time=5")
 	sys.fail["mount cgroup2"] = errInjected
 	sys.fail["mmio"] = errInjected // no /dev/mem: boot goes on without marks
 	if err := Run(Early(), env); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if got := sys.Calls(); got[len(got)-1] != "mmio 0xc0000000=1" {
+	if got := sys.Calls(); got[len(got)-1] != "clock 5" {
 		t.Errorf("calls %q, want boot to carry on after the cgroup2 failure", got)
 	}
 }
@@ -315,5 +315,26 @@ func TestGuestTools(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(env.Path("/usr/local/sbin/reboot")); string(b) != "mine" {
 		t.Errorf("user's reboot replaced")
+	}
+}
+
+// TestQuiet checks that the kernel's "quiet" leaves only failures on the
+// console: each byte written there costs a VM exit.
+func TestQuiet(t *testing.T) {
+	env, sys, log := testEnv(t, "quiet boxd.root=/dev/vda boxd.colour=red")
+	sys.fail["mount cgroup2"] = errInjected
+	err := Run(Early(), env)
+	if !errors.Is(err, ErrFatal) { // the fake exec returns
+		t.Fatalf("Run: %v", err)
+	}
+	var got []string
+	for _, l := range *log {
+		got = append(got, strings.SplitN(l, ":", 2)[0])
+	}
+	// Lines before the command line was read, then only what went wrong.
+	want := []string{"mount /proc", "mount /sys", "mount /dev", "boot-timer mark 1",
+		"cmdline", "mount /sys/fs/cgroup", "switch root"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("log (-want +got):\n%s\nfull log:\n%s", diff, strings.Join(*log, "\n"))
 	}
 }

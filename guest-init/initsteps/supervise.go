@@ -116,7 +116,9 @@ func (s *Supervisor) launchLocked() error {
 		return fmt.Errorf("start agent: %w", err)
 	}
 	s.pid, s.started = pid, time.Now()
-	s.Logf("agent: started, pid %d, vsock port %d", pid, s.port)
+	if s.restarts > 0 {
+		s.Logf("agent: restarted, pid %d, vsock port %d", pid, s.port)
+	}
 	if ready != nil {
 		go s.watchReady(ready)
 	}

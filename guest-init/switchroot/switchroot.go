@@ -43,6 +43,8 @@ type Spec struct {
 	Init string
 	// Args are the arguments of the re-executed init after its path.
 	Args []string
+	// Quiet logs failures only, not each operation.
+	Quiet bool
 }
 
 // OpKind is what one Op does.
@@ -220,9 +222,11 @@ func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) er
 		// Each line gives the time since the previous one, so a slow step
 		// shows as the line after it.
 		now := time.Now()
-		if op.Kind == OpExec {
+		switch {
+		case s.Quiet: // failures are still returned, and logged by the caller
+		case op.Kind == OpExec:
 			logf("switch root: %s (+%s, switched in %s)", op, ms(now.Sub(last)), ms(now.Sub(t0)))
-		} else {
+		default:
 			logf("switch root: %s (+%s)", op, ms(now.Sub(last)))
 		}
 		last = now
@@ -281,7 +285,9 @@ func Execute(root string, s Spec, ops []Op, sys Sys, env []string, logf Logf) er
 				strings.Split(strings.TrimPrefix(s.Bin, "/"), "/")[0]:     true,
 			}
 			n, derr := deleteTree(oldRoot, keep, logf)
-			logf("switch root: freed %d initramfs entries", n)
+			if !s.Quiet {
+				logf("switch root: freed %d initramfs entries", n)
+			}
 			err = derr
 		case OpExec:
 			err = sys.Exec(op.Path, op.Args, env)
