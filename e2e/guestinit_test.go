@@ -285,3 +285,50 @@ func dialAgent(t *testing.T, ctx context.Context, sock string, exited <-chan err
 		}
 	}
 }
+
+// TestGuestRebootOverVsock asks for a reboot the way a guest user would
+// (busybox reboot sends SIGTERM to PID 1): init shuts down, writes "reboot"
+// to the power register, and boxd vmm exits with status 3.
+func TestGuestRebootOverVsock(t *testing.T) {
+	needKVM(t)
+	if help, _ := exec.Command(boxdBin(t), "vmm", "--help").CombinedOutput(); !strings.Contains(string(help), "--vsock") {
+		t.Skip("boxd vmm has no --vsock yet")
+	}
+	dir := t.TempDir()
+	sock, console := filepath.Join(dir, "vsock.sock"), filepath.Join(dir, "console.log")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	vm := exec.CommandContext(ctx, boxdBin(t), "vmm", "--kernel", guestKernel(t), "--initrd", guestInitramfs(t, guestrd.None),
+		"--mem-mib", "256", "--console", console, "--vsock", "cid=3,path="+sock)
+	var stderr bytes.Buffer
+	vm.Stderr = &stderr
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- vm.Wait() }()
+	dump := func() {
+		c, _ := os.ReadFile(console)
+		t.Logf("stderr:\n%s\nconsole:\n%s", stderr.String(), c)
+	}
+	c := dialAgent(t, ctx, sock, exited, dump)
+	defer c.Close()
+	if p, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"reboot"}}); err == nil {
+		p.Wait()
+	}
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			dump()
+			t.Fatalf("boxd vmm: %v; want exit status 3 (reboot)", err)
+		}
+	case <-ctx.Done():
+		dump()
+		t.Fatal("VM still running after reboot")
+	}
+	if cons, _ := os.ReadFile(console); !strings.Contains(string(cons), "boxd-init: shutdown: reboot") {
+		dump()
+		t.Error("console lacks the shutdown line")
+	}
+}
