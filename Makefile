@@ -35,12 +35,23 @@ build: ## build bin/boxd
 kernel: ## build the guest kernel (cached outside the clone by a hash of its inputs)
 	bash kernel/build.sh
 
+.PHONY: initramfs
+initramfs: ## build the guest init and in-guest boxd (static, out/guest) and the cached guest initramfs
+	@mkdir -p $(OUT)/guest
+	CGO_ENABLED=0 $(GO) build -o $(OUT)/guest/init ./guest-init/cmd/init
+	CGO_ENABLED=0 $(GO) build -o $(OUT)/guest/boxd ./cmd/boxd
+	$(GO) run ./guest-init/cmd/mkinitramfs --init $(OUT)/guest/init --boxd $(OUT)/guest/boxd
+
+.PHONY: image
+image: ## build the Debian root file system image from Debian's registry (cached by its inputs)
+	bash image/build.sh
+
 .PHONY: unit
 unit: ## tiers 1 and 2: unit tests, and KVM tests on the host's /dev/kvm (they skip without it)
 	$(GO) test -race -count=1 ./...
 
 .PHONY: e2e
-e2e: build kernel ## tier 3: end-to-end tests, inside the nested harness when the host lacks VT-x/AMD-V
+e2e: build kernel initramfs image ## tier 3: end-to-end tests, inside the nested harness when the host lacks VT-x/AMD-V
 	@mkdir -p $(E2E_OUT)
 	$(GO) test -c -tags e2e -o $(OUT)/e2e.test ./e2e
 	CGO_ENABLED=0 $(GO) build -o $(OUT)/guesttool ./e2e/guesttool
@@ -62,7 +73,7 @@ bench: build kernel ## benchmarks (print medians, p99 and ratios; never pass/fai
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
 
 .PHONY: demo
-demo: deps build kernel ## set everything up, boot a VM and run a command in it (scripts/demo.sh)
+demo: deps build kernel initramfs image ## set up, start the daemon, boxd new, boxd exec a command, print its output
 	bash scripts/demo.sh
 
 .PHONY: clean

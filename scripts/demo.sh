@@ -1,31 +1,39 @@
 #!/usr/bin/env bash
-# Boots a boxd microVM with the guest kernel and a busybox initramfs whose init
-# runs a command, then powers off. On hosts without VT-x/AMD-V the VM runs
-# inside the nested harness (boxd nested). Usage: scripts/demo.sh [COMMAND]
+# The README's first command (after make builds everything): start the boxd
+# daemon, create a VM from the Debian image, run a command in it, print its
+# output, destroy the VM. On hosts without VT-x/AMD-V all of it runs inside the
+# nested harness (boxd nested), where /dev/kvm is real.
+#
+# Usage: scripts/demo.sh [COMMAND]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmd=${1:-'echo "hello from a boxd VM"; uname -a; echo "cpus: $(nproc)"; head -1 /proc/meminfo'}
-kernel=$(bash kernel/build.sh --print-path)
-work=$(mktemp -d "${TMPDIR:-/tmp}/boxd-demo.XXXXXX")
-trap 'rm -rf "$work"' EXIT
 
-mkdir -p "$work/rd/bin" "$work/rd/dev" "$work/rd/proc" "$work/rd/sys"
-cp /bin/busybox "$work/rd/bin/busybox"
-cat >"$work/rd/init" <<INIT
-#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-echo "--- guest output ---"
-sh -c '$cmd'
-echo "--- end (exit \$?) ---"
-devmem 0xc0001000 32 1
-INIT
-chmod +x "$work/rd/init"
-(cd "$work/rd" && find . | cpio -o -H newc --quiet >"$work/initramfs.cpio")
+if [ "${BOXD_DEMO_INSIDE:-}" != 1 ]; then
+	# On the host: find the built artefacts, then run the rest where KVM works.
+	BOXD_DEMO_KERNEL=$(bash kernel/build.sh --print-path)
+	BOXD_DEMO_INITRAMFS=$(go run ./guest-init/cmd/mkinitramfs --init out/guest/init --boxd out/guest/boxd | tail -1)
+	BOXD_DEMO_IMAGE=$(bash image/build.sh --print-path | tail -1)
+	export BOXD_DEMO_KERNEL BOXD_DEMO_INITRAMFS BOXD_DEMO_IMAGE BOXD_DEMO_INSIDE=1
+	exec bin/boxd nested --timeout 20m -- bash scripts/demo.sh "$@"
+fi
 
-echo "demo: booting $kernel with 2 vCPUs and 256 MiB" >&2
-exec bin/boxd nested --timeout 10m -- bin/boxd vmm --kernel "$kernel" --initrd "$work/initramfs.cpio" \
-	--cpus 2 --mem-mib 256 --console - --timing
+cmd=${1:-'python3 -c "import os, platform; print(\"hello from\", platform.node(), \"running Linux\", platform.release(), \"on\", os.cpu_count(), \"vCPUs\")"'}
+state=$(mktemp -d "${TMPDIR:-/tmp}/boxd-demo.XXXXXX")
+sock=$state/boxd.sock
+boxd() { bin/boxd "$1" --socket "$sock" "${@:2}"; }
+
+bin/boxd daemon --state-dir "$state" --socket "$sock" --kernel "$BOXD_DEMO_KERNEL" \
+	--initramfs "$BOXD_DEMO_INITRAMFS" --image "$BOXD_DEMO_IMAGE" --boot-timeout 5m \
+	>"$state/ready.json" 2>"$state/daemon.log" &
+daemon=$!
+trap 'boxd destroy --all >/dev/null 2>&1 || true; kill $daemon 2>/dev/null || true; wait $daemon 2>/dev/null || true' EXIT
+# The daemon prints its ready document once it serves.
+for _ in $(seq 300); do [ -s "$state/ready.json" ] && break; kill -0 $daemon || { cat "$state/daemon.log"; exit 1; }; sleep 0.1; done
+
+echo "demo: boxd new --name=demo"
+boxd new --name=demo --cpus 2 --mem 1G --disk 8G
+echo "demo: boxd exec demo '$cmd'"
+boxd exec demo "$cmd"
+echo "demo: boxd ls"
+boxd ls
+boxd destroy demo
