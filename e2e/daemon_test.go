@@ -22,6 +22,7 @@ type daemon struct {
 	t      *testing.T
 	bin    string
 	socket string
+	state  string
 	cmd    *exec.Cmd
 	log    bytes.Buffer
 }
@@ -37,10 +38,26 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 	if err != nil {
 		t.Fatalf("root image: %v (make image builds it)", err)
 	}
-	d := &daemon{t: t, bin: boxdBin(t)}
-	state := t.TempDir()
-	d.socket = filepath.Join(state, "boxd.sock")
-	args := append([]string{"daemon", "--json", "--state-dir", state, "--socket", d.socket,
+	d := &daemon{t: t, bin: boxdBin(t), state: t.TempDir()}
+	d.socket = filepath.Join(d.state, "boxd.sock")
+	return d.start(img, extra...)
+}
+
+// startDaemonOn starts a new daemon on the state directory of a stopped one.
+func startDaemonOn(t *testing.T, old *daemon, extra ...string) *daemon {
+	t.Helper()
+	img, err := image.Path()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{t: t, bin: old.bin, state: old.state, socket: old.socket}
+	return d.start(img, extra...)
+}
+
+func (d *daemon) start(img string, extra ...string) *daemon {
+	t := d.t
+	t.Helper()
+	args := append([]string{"daemon", "--json", "--state-dir", d.state, "--socket", d.socket,
 		"--kernel", guestKernel(t), "--initramfs", guestInitramfs(t, guestrd.None), "--image", img,
 		"--boot-timeout", "4m"}, extra...)
 	d.cmd = exec.Command(d.bin, args...)
