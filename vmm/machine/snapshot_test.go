@@ -85,6 +85,20 @@ func (r *reporter) snapshot() (uint64, []uint64) {
 // reporter on the test guest's MMIO window.
 func ring3Machine(t testing.TB, cpus, memMiB int, code []byte) (*Machine, *reporter) {
 	t.Helper()
+	m, r := newRing3(t, cpus, memMiB, code)
+	t.Cleanup(func() { stopAndClose(t, m) })
+	return m, r
+}
+
+// newRing3 is ring3Machine without the cleanup: the caller closes it.
+func newRing3(t testing.TB, cpus, memMiB int, code []byte) (*Machine, *reporter) {
+	return newRing3At(t, cpus, memMiB, code, testguest.MMIOBase)
+}
+
+// newRing3At puts the reporter at base (guests larger than 256 MiB have RAM at
+// testguest.MMIOBase).
+func newRing3At(t testing.TB, cpus, memMiB int, code []byte, base uint64) (*Machine, *reporter) {
+	t.Helper()
 	m, err := New(Config{CPUs: cpus, MemMiB: memMiB, Load: func(mem *memory.RAM, bsp *kvm.VCPU, _ string) error {
 		if err := testguest.Load(mem, code); err != nil {
 			return err
@@ -97,14 +111,18 @@ func ring3Machine(t testing.TB, cpus, memMiB int, code []byte) (*Machine, *repor
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stopAndClose(t, m) })
-	return m, attach(t, m)
+	return m, attachAt(t, m, base)
 }
 
 func attach(t testing.TB, m *Machine) *reporter {
 	t.Helper()
+	return attachAt(t, m, testguest.MMIOBase)
+}
+
+func attachAt(t testing.TB, m *Machine, base uint64) *reporter {
+	t.Helper()
 	r := newReporter()
-	if err := m.MMIO.Insert(testguest.MMIOBase, 0x1000, r); err != nil {
+	if err := m.MMIO.Insert(base, 0x1000, r); err != nil {
 		t.Fatal(err)
 	}
 	return r
