@@ -78,6 +78,10 @@ type Server struct {
 
 	mu      sync.Mutex
 	conns   map[*wire.Mux]struct{} // guarded by mu
+	// raw holds every accepted connection from its first byte, also while its
+	// handshake runs, so that a reset or stop closes connections that are not
+	// yet in conns. Guarded by mu.
+	raw map[net.Conn]struct{}
 	ln      net.Listener           // guarded by mu; nil when not serving or resetting
 	stopped bool                   // guarded by mu; Serve has returned
 	errc    chan error             // accept failures, to Serve
@@ -86,7 +90,7 @@ type Server struct {
 // New returns a Server.
 func New(opts Options) *Server {
 	opts.setDefaults()
-	s := &Server{opts: opts, conns: map[*wire.Mux]struct{}{}, errc: make(chan error, 1)}
+	s := &Server{opts: opts, conns: map[*wire.Mux]struct{}{}, raw: map[net.Conn]struct{}{}, errc: make(chan error, 1)}
 	s.hub = newHub(s)
 	s.bg = newRegistry(s)
 	return s
@@ -154,6 +158,14 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener) {
 // ServeConn serves one connection until it ends or ctx does. Foreground
 // processes started on it are killed when it ends.
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
+	s.mu.Lock()
+	s.raw[conn] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.raw, conn)
+		s.mu.Unlock()
+	}()
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	m, err := wire.Handshake(hctx, conn, wire.Config{
 		Role: wire.Server,
@@ -185,19 +197,23 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 
 func (s *Server) closeConns() {
 	s.mu.Lock()
-	conns := s.conns
-	s.conns = map[*wire.Mux]struct{}{}
+	conns, raw := s.conns, s.raw
+	s.conns, s.raw = map[*wire.Mux]struct{}{}, map[net.Conn]struct{}{}
 	s.mu.Unlock()
 	for m := range conns {
 		m.Close()
+	}
+	// Connections still in their handshake: closing them ends the handshake.
+	for c := range raw {
+		c.Close()
 	}
 }
 
 // resetVsock drops every connection and, with Options.Listen, replaces the
 // listener: after a restore the host must not reuse pre-snapshot streams.
 func (s *Server) resetVsock() {
-	s.closeConns()
 	if s.opts.Listen == nil {
+		s.closeConns()
 		return
 	}
 	s.mu.Lock()
@@ -205,9 +221,13 @@ func (s *Server) resetVsock() {
 	s.ln = nil // tells old's accept loop that its end is no failure
 	s.mu.Unlock()
 	if old == nil {
+		s.closeConns()
 		return // Serve has ended, or another reset is under way
 	}
-	old.Close() // first: the new listener binds the same port
+	// The old listener goes first, then the connections: nothing accepted
+	// in between survives the reset. The new listener binds the same port.
+	old.Close()
+	s.closeConns()
 	ln, err := s.opts.Listen()
 	s.mu.Lock()
 	defer s.mu.Unlock()
