@@ -1,5 +1,6 @@
 // Package memory owns guest RAM: a file (memfd, or a file in a tmpfs folder) mapped
-// MAP_SHARED into the monitor, laid out in guest-physical space around the MMIO gap
+// MAP_SHARED into the monitor (or MAP_PRIVATE over a snapshot's memory file, see
+// MapPrivate and Remap), laid out in guest-physical space around the MMIO gap
 // (see vmm/boot/layout.go), with bounds-checked reads and writes by guest-physical
 // address.
 //
