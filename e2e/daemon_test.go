@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	guestrd "github.com/boxd-dev/boxd/guest-init/initramfs"
+	"github.com/boxd-dev/boxd/host/network"
 	"github.com/boxd-dev/boxd/image"
 )
 
@@ -167,6 +168,14 @@ func TestDaemonNewExecLsDestroy(t *testing.T) {
 		t.Fatalf("ls = %+v", ls)
 	}
 
+	// What destroy must remove: nftables rules and the disk (the TAP and the
+	// monitor are checked below).
+	if n, err := network.VMRules(vm.ID); err != nil || n == 0 {
+		t.Errorf("before destroy: %d nftables rules for %s (%v), want some", n, vm.ID, err)
+	}
+	if disks := filesNamed(t, d.state, vm.ID); len(disks) == 0 {
+		t.Errorf("before destroy: no disk for %s under %s", vm.ID, d.state)
+	}
 	if _, stderr, code := d.cli("destroy", "task-1"); code != 0 {
 		t.Fatalf("destroy: %d %s", code, stderr)
 	}
@@ -180,4 +189,23 @@ func TestDaemonNewExecLsDestroy(t *testing.T) {
 	if _, err := os.Stat("/proc/" + strconv.Itoa(vm.PID)); err == nil {
 		t.Errorf("monitor %d still running after destroy", vm.PID)
 	}
+	if n, err := network.VMRules(vm.ID); err != nil || n != 0 {
+		t.Errorf("after destroy: %d nftables rules for %s (%v)", n, vm.ID, err)
+	}
+	if disks := filesNamed(t, d.state, vm.ID); len(disks) != 0 {
+		t.Errorf("after destroy: disk files remain: %q", disks)
+	}
+}
+
+// filesNamed lists the files under dir whose names start with prefix.
+func filesNamed(t *testing.T, dir, prefix string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err == nil && !e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
 }

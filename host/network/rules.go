@@ -304,3 +304,27 @@ func deleteTables(c *nftables.Conn) {
 		c.DelTable(t)
 	}
 }
+
+// VMRules counts the nftables rules installed for vmID in the calling thread's
+// network namespace: non-zero while the VM holds a lease, zero after Detach.
+// It is how tests (and a curious operator) check that destroy left nothing.
+func VMRules(vmID string) (int, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return 0, fmt.Errorf("network: %w", err)
+	}
+	rules, err := c.GetRules(bridgeTable(), preroutingChain())
+	if errors.Is(err, unix.ENOENT) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("network: list rules: %w", err)
+	}
+	n := 0
+	for _, r := range rules {
+		if tag, ok := userdata.GetString(r.UserData, userdata.TypeComment); ok && tag == vmTag(vmID) {
+			n++
+		}
+	}
+	return n, nil
+}
