@@ -76,15 +76,15 @@ type Server struct {
 	bg   *registry
 	hub  *hub
 
-	mu      sync.Mutex
-	conns   map[*wire.Mux]struct{} // guarded by mu
+	mu    sync.Mutex
+	conns map[*wire.Mux]struct{} // guarded by mu
 	// raw holds every accepted connection from its first byte, also while its
 	// handshake runs, so that a reset or stop closes connections that are not
 	// yet in conns. Guarded by mu.
-	raw map[net.Conn]struct{}
-	ln      net.Listener           // guarded by mu; nil when not serving or resetting
-	stopped bool                   // guarded by mu; Serve has returned
-	errc    chan error             // accept failures, to Serve
+	raw     map[net.Conn]struct{}
+	ln      net.Listener // guarded by mu; nil when not serving or resetting
+	stopped bool         // guarded by mu; Serve has returned
+	errc    chan error   // accept failures, to Serve
 }
 
 // New returns a Server.
