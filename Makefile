@@ -69,8 +69,12 @@ lint: ## gofmt, go vet, staticcheck
 test: lint unit e2e ## every tier that can run on this machine (what CI runs)
 
 .PHONY: bench
-bench: build kernel ## benchmarks (print medians, p99 and ratios; never pass/fail on time)
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+bench: build kernel initramfs image ## benchmarks: medians, p99 and ratios, side by side; never pass/fail on time
+	$(BIN) bench setup
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./vmm/... ./virtio/... ./agent/...
+	$(GO) test -c -tags e2e -o $(OUT)/e2e.test ./e2e
+	$(BIN) nested -- $(BIN) bench boot
+	BOXD_BIN=$(CURDIR)/$(BIN) $(BIN) nested --out $(E2E_OUT) -- $(OUT)/e2e.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.v
 
 .PHONY: demo
 demo: deps build kernel initramfs image ## set up, start the daemon, boxd new, boxd exec a command, print its output

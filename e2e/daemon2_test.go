@@ -14,7 +14,7 @@ import (
 
 // waitFor polls cond until it holds or the deadline passes: a readiness check
 // on state the daemon reports, not a timing assertion.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for delay := 100 * time.Millisecond; !cond(); delay = min(2*delay, 2*time.Second) {

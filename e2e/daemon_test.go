@@ -20,7 +20,7 @@ import (
 
 // daemon is a "boxd daemon" started by a test, with a CLI bound to its socket.
 type daemon struct {
-	t      *testing.T
+	t      testing.TB
 	bin    string
 	socket string
 	state  string
@@ -30,7 +30,7 @@ type daemon struct {
 
 // startDaemon runs boxd daemon in the foreground with its own state directory
 // and waits for its "ready" JSON document.
-func startDaemon(t *testing.T, extra ...string) *daemon {
+func startDaemon(t testing.TB, extra ...string) *daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the daemon needs root (bridge, TAPs, nftables)")
@@ -45,7 +45,7 @@ func startDaemon(t *testing.T, extra ...string) *daemon {
 }
 
 // startDaemonOn starts a new daemon on the state directory of a stopped one.
-func startDaemonOn(t *testing.T, old *daemon, extra ...string) *daemon {
+func startDaemonOn(t testing.TB, old *daemon, extra ...string) *daemon {
 	t.Helper()
 	img, err := image.Path()
 	if err != nil {
@@ -198,7 +198,7 @@ func TestDaemonNewExecLsDestroy(t *testing.T) {
 }
 
 // filesNamed lists the files under dir whose names start with prefix.
-func filesNamed(t *testing.T, dir, prefix string) []string {
+func filesNamed(t testing.TB, dir, prefix string) []string {
 	t.Helper()
 	var out []string
 	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {

@@ -20,7 +20,7 @@ import (
 )
 
 // fileSHA256 hashes a host file.
-func fileSHA256(t *testing.T, path string) string {
+func fileSHA256(t testing.TB, path string) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -35,7 +35,7 @@ func fileSHA256(t *testing.T, path string) string {
 }
 
 // one returns the single value printed after prefix, failing otherwise.
-func one(t *testing.T, console, prefix string) string {
+func one(t testing.TB, console, prefix string) string {
 	t.Helper()
 	got := marks(console, prefix)
 	if len(got) != 1 {
@@ -121,7 +121,7 @@ if dd if=/dev/zero of=/dev/vda bs=4096 count=1 conv=fsync 2>/dev/null; then echo
 }
 
 // netns creates a network namespace for the test and removes it afterwards.
-func netns(t *testing.T) string {
+func netns(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("network tests need root")
@@ -133,7 +133,7 @@ func netns(t *testing.T) string {
 	return name
 }
 
-func run(t *testing.T, argv ...string) string {
+func run(t testing.TB, argv ...string) string {
 	t.Helper()
 	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {

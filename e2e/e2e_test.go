@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 
 // needKVM skips unless /dev/kvm can run a Linux guest: a hardware-virtualization
 // KVM, as in the nested harness. PVM hosts cannot boot a stock kernel.
-func needKVM(t *testing.T) {
+func needKVM(t testing.TB) {
 	t.Helper()
 	if ok, why := kvm.Available(); !ok {
 		t.Skipf("e2e needs /dev/kvm: %s", why)
@@ -43,14 +43,14 @@ func needKVM(t *testing.T) {
 	}
 }
 
-func boxdBin(t *testing.T) string {
+func boxdBin(t testing.TB) string {
 	t.Helper()
 	return findFile(t, "BOXD_BIN", "bin/boxd", "make build")
 }
 
 // findFile returns the absolute path named by env, or rel under the repository
 // root (the test runs from the root or from e2e/).
-func findFile(t *testing.T, env, rel, how string) string {
+func findFile(t testing.TB, env, rel, how string) string {
 	t.Helper()
 	cands := []string{os.Getenv(env)}
 	if cands[0] == "" {
@@ -67,7 +67,7 @@ func findFile(t *testing.T, env, rel, how string) string {
 	return ""
 }
 
-func guestKernel(t *testing.T) string {
+func guestKernel(t testing.TB) string {
 	t.Helper()
 	p, err := kernel.Path()
 	if err != nil {
@@ -77,7 +77,7 @@ func guestKernel(t *testing.T) string {
 }
 
 // initramfs writes a busybox initramfs with script as /init and returns its path.
-func initramfs(t *testing.T, script string) string {
+func initramfs(t testing.TB, script string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "initramfs.cpio")
 	if err := initrd.Write(path, script); err != nil {
@@ -105,7 +105,7 @@ type vmmRun struct {
 	}
 }
 
-func runVMM(t *testing.T, timeout time.Duration, args ...string) vmmRun {
+func runVMM(t testing.TB, timeout time.Duration, args ...string) vmmRun {
 	t.Helper()
 	dir := t.TempDir()
 	console, result := filepath.Join(dir, "console.log"), filepath.Join(dir, "result.json")
@@ -167,7 +167,7 @@ devmem 0xc0001000 32 1
 }
 
 // guestTool is the static helper binary built by make e2e (out/guesttool).
-func guestTool(t *testing.T) string {
+func guestTool(t testing.TB) string {
 	t.Helper()
 	return findFile(t, "BOXD_E2E_GUESTTOOL", "out/guesttool", "make e2e (CGO_ENABLED=0 go build -o out/guesttool ./e2e/guesttool)")
 }
@@ -184,7 +184,7 @@ type liveVMM struct {
 
 // startVMM starts boxd vmm (prefix, e.g. "ip netns exec NS", runs before it)
 // with its console on a pipe.
-func startVMM(t *testing.T, prefix []string, args ...string) *liveVMM {
+func startVMM(t testing.TB, prefix []string, args ...string) *liveVMM {
 	t.Helper()
 	argv := append(append(append([]string{}, prefix...), boxdBin(t), "vmm", "--console", "-"), args...)
 	v := &liveVMM{lines: make(chan string, 1024), done: make(chan struct{})}
@@ -220,7 +220,7 @@ func startVMM(t *testing.T, prefix []string, args ...string) *liveVMM {
 
 // waitLine returns the first console line containing s, failing the test if
 // the VM exits or the deadline passes first.
-func (v *liveVMM) waitLine(t *testing.T, s string, timeout time.Duration) string {
+func (v *liveVMM) waitLine(t testing.TB, s string, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -239,7 +239,7 @@ func (v *liveVMM) waitLine(t *testing.T, s string, timeout time.Duration) string
 }
 
 // wait waits for the monitor to exit and returns its exit status.
-func (v *liveVMM) wait(t *testing.T, timeout time.Duration) int {
+func (v *liveVMM) wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
 	select {
 	case <-v.done:

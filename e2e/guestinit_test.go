@@ -23,7 +23,7 @@ import (
 // guestInitramfs returns boxd's guest initramfs: $BOXD_INITRAMFS, else the
 // cached archive for the binaries `make initramfs` left in out/guest (found
 // beside this source file, so the test binary may run from anywhere).
-func guestInitramfs(t *testing.T, c guestrd.Compression) string {
+func guestInitramfs(t testing.TB, c guestrd.Compression) string {
 	t.Helper()
 	if p := os.Getenv("BOXD_INITRAMFS"); p != "" && c == guestrd.None {
 		return p
@@ -69,7 +69,7 @@ func testCmdline(extra ...string) string {
 // checkInitBoot checks what every boot of boxd's init must show: its steps on
 // the console, both boot-timer marks, and a clean poweroff through the power
 // register.
-func checkInitBoot(t *testing.T, r vmmRun, steps ...string) {
+func checkInitBoot(t testing.TB, r vmmRun, steps ...string) {
 	t.Helper()
 	if r.Status != 0 || r.Result.Result != "poweroff" {
 		t.Fatalf("exit status %d, result %+v; want a clean poweroff\nstderr:\n%s\nconsole:\n%s", r.Status, r.Result, r.Stderr, r.Console)
@@ -157,7 +157,7 @@ func TestGuestInitSwitchRoot(t *testing.T) {
 
 // rootDisk returns a private copy of the root image, or "" (with the reason)
 // when there is none or boxd vmm cannot attach disks.
-func rootDisk(t *testing.T) (string, string) {
+func rootDisk(t testing.TB) (string, string) {
 	t.Helper()
 	img, err := image.Path()
 	if err != nil {
@@ -265,7 +265,7 @@ func TestGuestAgentOverVsock(t *testing.T) {
 // dialAgent connects to the guest agent through the monitor's vsock socket,
 // retrying while the guest refuses (the agent is not listening yet), until
 // ctx ends or the VM exits.
-func dialAgent(t *testing.T, ctx context.Context, sock string, exited <-chan error, dump func()) *agent.Client {
+func dialAgent(t testing.TB, ctx context.Context, sock string, exited <-chan error, dump func()) *agent.Client {
 	t.Helper()
 	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
 		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
