@@ -116,3 +116,59 @@ func (b *File) fallocate(mode uint32, off, n int64) error {
 
 // Close closes the file.
 func (b *File) Close() error { return b.f.Close() }
+
+// Vectored is a Backend that moves a whole request's segments in one system
+// call. Linux splits a 1 MiB request into up to 256 page-sized segments; one
+// preadv/pwritev instead of one pread/pwrite per segment is most of the
+// difference between a slow and a fast sequential disk.
+type Vectored interface {
+	ReadvAt(bufs [][]byte, off int64) error
+	WritevAt(bufs [][]byte, off int64) error
+}
+
+var _ Vectored = (*File)(nil)
+
+// ReadvAt fills bufs from off with preadv, looping over short reads.
+func (b *File) ReadvAt(bufs [][]byte, off int64) error {
+	return vectored(bufs, off, func(iov [][]byte, off int64) (int, error) {
+		return unix.Preadv(int(b.f.Fd()), iov, off)
+	})
+}
+
+// WritevAt writes bufs at off with pwritev, looping over short writes.
+func (b *File) WritevAt(bufs [][]byte, off int64) error {
+	return vectored(bufs, off, func(iov [][]byte, off int64) (int, error) {
+		return unix.Pwritev(int(b.f.Fd()), iov, off)
+	})
+}
+
+// maxIOV is IOV_MAX: the most segments one preadv/pwritev takes.
+const maxIOV = 1024
+
+func vectored(bufs [][]byte, off int64, op func([][]byte, int64) (int, error)) error {
+	for len(bufs) > 0 {
+		iov := bufs[:min(len(bufs), maxIOV)]
+		n, err := op(iov, off)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		off += int64(n)
+		// Drop what was done, possibly part of a buffer.
+		for n > 0 && len(bufs) > 0 {
+			if n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+				continue
+			}
+			bufs = append([][]byte{bufs[0][n:]}, bufs[1:]...)
+			n = 0
+		}
+	}
+	return nil
+}

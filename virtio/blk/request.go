@@ -117,9 +117,29 @@ func (w *worker) rangeOK(sector, n uint64) bool {
 	return sector <= w.d.capacity && n/SectorSize <= w.d.capacity-sector
 }
 
+// slices maps the request's guest buffers to host memory, for vectored I/O.
+func (w *worker) slices(bufs queue.Buffers) ([][]byte, error) {
+	out := make([][]byte, 0, len(bufs))
+	for _, b := range bufs {
+		p, err := w.mem.Slice(b.Addr, uint64(b.Len))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // read fills the guest buffers from the backend, zero-copy.
 func (w *worker) read(bufs queue.Buffers, sector uint64) error {
 	off := int64(sector * SectorSize)
+	if v, ok := w.d.backend.(Vectored); ok {
+		iov, err := w.slices(bufs)
+		if err != nil {
+			return err
+		}
+		return v.ReadvAt(iov, off)
+	}
 	for _, b := range bufs {
 		p, err := w.mem.Slice(b.Addr, uint64(b.Len))
 		if err != nil {
@@ -137,6 +157,13 @@ func (w *worker) read(bufs queue.Buffers, sector uint64) error {
 // write stores the guest buffers in the backend, zero-copy.
 func (w *worker) write(bufs queue.Buffers, sector uint64) error {
 	off := int64(sector * SectorSize)
+	if v, ok := w.d.backend.(Vectored); ok {
+		iov, err := w.slices(bufs)
+		if err != nil {
+			return err
+		}
+		return v.WritevAt(iov, off)
+	}
 	for _, b := range bufs {
 		p, err := w.mem.Slice(b.Addr, uint64(b.Len))
 		if err != nil {
