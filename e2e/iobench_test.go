@@ -24,7 +24,7 @@ func ioScript(tool string) string {
 	return guestScript(fmt.Sprintf(`%[1]s disk-bench /dev/vda 256 3 | sed 's/^/IO /'
 ip link set eth0 up
 ip addr add 10.0.0.2/24 dev eth0
-%[1]s tcp-bench 10.0.0.1:5000 268435456 | sed 's/^/IO /'`, tool)) + "reboot -f\n"
+%[1]s tcp-bench 10.0.0.1:5000 67108864 | sed 's/^/IO /'`, tool)) + "reboot -f\n"
 }
 
 // BenchmarkIOvsQEMU runs the same guest I/O measurements under boxd vmm and under
