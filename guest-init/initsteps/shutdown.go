@@ -90,10 +90,24 @@ func Shutdown(h Halter, a Action, c ShutdownConfig) error {
 	if a == Reboot {
 		value, cmd = power.Reboot, unix.LINUX_REBOOT_CMD_RESTART
 	}
+	// The power register stops the VM at once: let the UART send what the
+	// guest's tty still buffers first, or the last console lines are lost.
+	drainConsole(filepath.Join(c.Root, "dev/console"))
 	if err := h.WriteMMIO(boot.PowerAddr, value); err != nil {
 		c.Logf("shutdown: power register: %v", err)
 	}
 	return h.Reboot(cmd)
+}
+
+// drainConsole waits until the console's output queue is empty (tcdrain). A
+// console that is missing or not a terminal needs no drain.
+func drainConsole(path string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = unix.IoctlSetInt(int(f.Fd()), unix.TCSBRK, 1) // TCSBRK with 1 is tcdrain
 }
 
 // waitGone polls procDir until no user process but PID 1 is left or wait has
