@@ -20,16 +20,17 @@ type Region struct {
 	Offset uint64 // offset in the backing file (and in the host mapping)
 }
 
-// Layout returns the RAM regions for a guest of size bytes: RAM below the MMIO
-// gap and, for larger guests, the remainder from 4 GiB up.
+// Layout returns the RAM regions for a guest of size bytes, as boot.RAMRegions
+// places them (so the loaders' memory maps and the KVM slots agree), with each
+// region's offset in the backing file.
 func Layout(size uint64) []Region {
-	if size <= boot.MMIOGapStart {
-		return []Region{{GPA: 0, Size: size}}
+	var out []Region
+	var off uint64
+	for _, r := range boot.RAMRegions(size) {
+		out = append(out, Region{GPA: r.Start, Size: r.Size, Offset: off})
+		off += r.Size
 	}
-	return []Region{
-		{GPA: 0, Size: boot.MMIOGapStart},
-		{GPA: boot.MMIOGapEnd, Size: size - boot.MMIOGapStart, Offset: boot.MMIOGapStart},
-	}
+	return out
 }
 
 // RAM is a guest's memory.
