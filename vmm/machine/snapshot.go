@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-
 	"github.com/boxd-dev/boxd/vmm/kvm"
 	"github.com/boxd-dev/boxd/vmm/memory"
 	"github.com/boxd-dev/boxd/vmm/snapshot"
