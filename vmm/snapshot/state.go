@@ -7,6 +7,10 @@ type State struct {
 	// MemSize is the guest RAM size in bytes; the memory file must hold at least
 	// this much.
 	MemSize uint64
+	// SavedAt is the host's CLOCK_REALTIME, in Unix nanoseconds, when the
+	// state was saved (0: unknown). Restore advances the guest's clock by the
+	// time since, so a guest resumed from disk does not fall behind.
+	SavedAt int64
 	VCPUs   []VCPU
 	VM      VM
 	// Devices holds each device's own saved state, by unique name. Device
