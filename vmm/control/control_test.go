@@ -201,3 +201,37 @@ func FuzzServerLine(f *testing.F) {
 		}
 	})
 }
+
+// A handler that ends the monitor (suspend) is still answered when the
+// monitor closes the server right after.
+func TestCloseAnswersInFlight(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handled := make(chan struct{})
+	release := make(chan struct{})
+	s := Serve(ln, HandlerFunc(func(Request, *Response) error {
+		close(handled)
+		<-release
+		return nil
+	}))
+	c, err := Dial(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { _, err := c.Suspend(context.Background(), "/snap"); done <- err }()
+	<-handled
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("suspend answered with %v, want success", err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("close: %v", err)
+	}
+}

@@ -28,7 +28,10 @@ type Server struct {
 	h  Handler
 	ln net.Listener
 
-	mu    sync.Mutex // serialises requests across connections; guards conns
+	// reqMu serialises requests across connections, from reading one to
+	// writing its response, so Close never cuts an answer off.
+	reqMu sync.Mutex
+	mu    sync.Mutex // guards conns
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -73,14 +76,27 @@ func (s *Server) serve(c net.Conn) {
 	sc.Buffer(make([]byte, 4096), MaxLine)
 	enc := json.NewEncoder(c)
 	for sc.Scan() {
+		s.reqMu.Lock()
+		if s.closed() {
+			s.reqMu.Unlock()
+			return
+		}
 		resp := s.do(sc.Bytes())
-		if err := enc.Encode(resp); err != nil {
+		err := enc.Encode(resp)
+		s.reqMu.Unlock()
+		if err != nil {
 			return
 		}
 	}
 	if errors.Is(sc.Err(), bufio.ErrTooLong) {
 		enc.Encode(Response{Error: "request line too long"})
 	}
+}
+
+func (s *Server) closed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns == nil
 }
 
 func (s *Server) do(line []byte) Response {
@@ -95,9 +111,7 @@ func (s *Server) do(line []byte) Response {
 		resp.Error = err.Error()
 		return resp
 	}
-	s.mu.Lock()
 	err := s.h.Do(req, &resp)
-	s.mu.Unlock()
 	resp.MonitorUs = time.Since(start).Microseconds()
 	if err != nil {
 		resp.OK, resp.Error = false, err.Error()
@@ -108,15 +122,19 @@ func (s *Server) do(line []byte) Response {
 }
 
 // Close stops accepting, drops every connection and waits for the
-// server's goroutines. A request being handled finishes first.
+// server's goroutines. A request being handled finishes and is answered
+// first, so a handler may end the monitor (a suspend) and the monitor then
+// Close the server without losing the answer.
 func (s *Server) Close() error {
 	err := s.ln.Close()
+	s.reqMu.Lock()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.Close()
 	}
 	s.conns = nil
 	s.mu.Unlock()
+	s.reqMu.Unlock()
 	s.wg.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
