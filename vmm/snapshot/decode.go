@@ -76,9 +76,13 @@ func (r *reader) count(what string, max int) int {
 	return int(n)
 }
 
-func decodeBody(b []byte) (*State, error) {
+// decodeBody parses an uncompressed body of the given format version.
+func decodeBody(b []byte, version uint32) (*State, error) {
 	r := &reader{b: b}
 	s := &State{MemSize: r.u64()}
+	if version >= 2 {
+		s.SavedAt = int64(r.u64())
+	}
 	nv := r.count("vcpu", MaxVCPUs)
 	for range nv {
 		var c VCPU

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -53,9 +54,16 @@ func sample(ncpu int) *State {
 	return s
 }
 
+// sampleV2 is sample with the fields version 2 added.
+func sampleV2(ncpu int) *State {
+	s := sample(ncpu)
+	s.SavedAt = 1_764_400_000_123_456_789
+	return s
+}
+
 func TestRoundTrip(t *testing.T) {
 	for _, n := range []int{1, 2, 8} {
-		s := sample(n)
+		s := sampleV2(n)
 		b, err := Encode(s)
 		if err != nil {
 			t.Fatal(err)
@@ -74,38 +82,123 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// The decoder must keep reading version-1 files. With -update the file is
-// rewritten, which is only right when the encoder's version-1 output changed on
-// purpose (and then it is a new version, not an update).
-func TestGoldenVersion1(t *testing.T) {
-	path := filepath.Join("testdata", "v1.snap")
-	want := sample(2)
-	if *update {
-		b, err := Encode(want)
+// The decoder keeps reading every version it ever wrote. -update rewrites
+// only the current version's files, and only when the encoder's output
+// changed on purpose within that version (a released version's bytes never
+// change: that is a new version).
+func TestGolden(t *testing.T) {
+	for _, tc := range []struct {
+		file     string
+		version  uint32
+		compress bool
+		want     *State
+	}{
+		{"v1.snap", 1, false, sample(2)},
+		{"v2.snap", 2, false, sampleV2(2)},
+		{"v2-lz4.snap", 2, true, sampleV2(2)},
+	} {
+		path := filepath.Join("testdata", tc.file)
+		if *update && tc.version == Version {
+			b, err := encode(tc.want, tc.compress)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(path, b, 0o644); err != nil {
+		got, err := Decode(b)
+		if err != nil {
+			t.Fatalf("decode golden %s: %v", tc.file, err)
+		}
+		if d := cmp.Diff(tc.want, got); d != "" {
+			t.Errorf("golden %s (-want +got):\n%s", tc.file, d)
+		}
+		if h, _ := checkHeader(b); h.version != tc.version || (h.flags&FlagLZ4 != 0) != tc.compress {
+			t.Errorf("golden %s: version %d flags %#x, want version %d, compressed %v", tc.file, h.version, h.flags, tc.version, tc.compress)
+		}
+		if tc.version != Version {
+			continue
+		}
+		enc, err := encode(tc.want, tc.compress)
+		if err != nil {
 			t.Fatal(err)
 		}
+		if !bytes.Equal(enc, b) {
+			t.Errorf("Encode no longer writes the golden %s bytes: bump Version and add a golden file", tc.file)
+		}
 	}
-	b, err := os.ReadFile(path)
+}
+
+func TestCompressedRoundTrip(t *testing.T) {
+	s := sampleV2(8)
+	plain, err := Encode(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := Decode(b)
-	if err != nil {
-		t.Fatalf("decode golden v1: %v", err)
-	}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("golden v1 (-want +got):\n%s", d)
-	}
-	enc, err := Encode(want)
+	z, err := EncodeCompressed(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(enc, b) && Version == 1 {
-		t.Error("Encode no longer writes the golden version-1 bytes: bump Version and add a golden file")
+	if len(z) >= len(plain) {
+		t.Errorf("compressed %d bytes, plain %d: no gain", len(z), len(plain))
+	}
+	var w bytes.Buffer
+	if err := WriteCompressed(&w, s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Read(&w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(s, got); d != "" {
+		t.Errorf("read(write compressed) (-want +got):\n%s", d)
+	}
+}
+
+// A compressed body that lies about its length, decompresses to something
+// else, or is corrupt under a valid outer checksum is refused; a claimed
+// length beyond what the block can hold is refused before it is allocated.
+func TestDecodeRefusesCompressed(t *testing.T) {
+	good, err := EncodeCompressed(sampleV2(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	mod := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
+	for _, tc := range []struct {
+		name string
+		b    []byte
+	}{
+		{"claims 256 MiB", mod(func(b []byte) []byte { le.PutUint64(b[HeaderSize:], MaxBodySize); return reseal(b) })},
+		{"claims 1 TiB", mod(func(b []byte) []byte { le.PutUint64(b[HeaderSize:], 1<<40); return reseal(b) })},
+		{"claims one byte more", mod(func(b []byte) []byte { le.PutUint64(b[HeaderSize:], le.Uint64(b[HeaderSize:])+1); return reseal(b) })},
+		{"claims one byte less", mod(func(b []byte) []byte { le.PutUint64(b[HeaderSize:], le.Uint64(b[HeaderSize:])-1); return reseal(b) })},
+		{"inner checksum", mod(func(b []byte) []byte { b[HeaderSize+8] ^= 1; return reseal(b) })},
+		{"block bit flip", mod(func(b []byte) []byte { b[len(b)-40] ^= 0x40; return reseal(b) })},
+		{"no prefix", mod(func(b []byte) []byte { return reseal(b[:HeaderSize+5]) })},
+		{"flag on version 1", mod(func(b []byte) []byte { le.PutUint32(b[8:], 1); return reseal(b) })},
+		{"unknown flag", mod(func(b []byte) []byte { le.PutUint32(b[12:], 3); return reseal(b) })},
+		{"outer bit flip", mod(func(b []byte) []byte { b[len(b)-40] ^= 0x40; return b })},
+	} {
+		s, err := Decode(tc.b)
+		if err == nil || s != nil || !errors.Is(err, ErrFormat) {
+			t.Errorf("%s: Decode = %v, %v; want an ErrFormat error and no state", tc.name, s != nil, err)
+		}
+	}
+	// A hostile 1 KiB file claiming MaxBodySize is refused without
+	// allocating it.
+	bomb := mod(func(b []byte) []byte { le.PutUint64(b[HeaderSize:], MaxBodySize); return reseal(b) })
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	Decode(bomb)
+	runtime.ReadMemStats(&ms1)
+	if d := ms1.TotalAlloc - ms0.TotalAlloc; d > 1<<20 {
+		t.Errorf("decoding a lying 1 KiB file allocated %d bytes", d)
 	}
 }
 
@@ -137,21 +230,25 @@ func TestDecodeRefuses(t *testing.T) {
 		{"truncated body", good[:len(good)-1]},
 		{"extra byte", append(bytes.Clone(good), 0)},
 		{"future version", mod(func(b []byte) []byte {
-			binary.LittleEndian.PutUint32(b[8:], 2)
+			binary.LittleEndian.PutUint32(b[8:], Version+1)
 			binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
 			return b
 		})},
 		{"trailing record bytes", mod(func(b []byte) []byte { return reseal(append(b, 0, 0)) })},
 		{"vcpu count huge", mod(func(b []byte) []byte {
-			binary.LittleEndian.PutUint32(b[HeaderSize+8:], 1<<30)
+			binary.LittleEndian.PutUint32(b[HeaderSize+16:], 1<<30)
 			return reseal(b)
 		})},
 		{"zero vcpus", mod(func(b []byte) []byte {
-			binary.LittleEndian.PutUint32(b[HeaderSize+8:], 0)
+			binary.LittleEndian.PutUint32(b[HeaderSize+16:], 0)
 			return reseal(b)
 		})},
 		{"vcpu id wrong", mod(func(b []byte) []byte {
-			binary.LittleEndian.PutUint32(b[HeaderSize+12:], 5)
+			binary.LittleEndian.PutUint32(b[HeaderSize+20:], 5)
+			return reseal(b)
+		})},
+		{"negative saved-at", mod(func(b []byte) []byte {
+			binary.LittleEndian.PutUint64(b[HeaderSize+8:], 1<<63)
 			return reseal(b)
 		})},
 	} {
@@ -182,6 +279,7 @@ func TestEncodeRefusesInvalid(t *testing.T) {
 		{"bad mp state", func(s *State) { s.VCPUs[0].MPState = 99 }},
 		{"irqchip id", func(s *State) { s.VM.IOAPIC[0] = 0 }},
 		{"memory size", func(s *State) { s.MemSize = 4095 }},
+		{"saved at", func(s *State) { s.SavedAt = -1 }},
 	} {
 		s := sample(1)
 		tc.f(s)
@@ -207,15 +305,21 @@ func TestDeviceAccessors(t *testing.T) {
 	}
 }
 
-// FuzzDecodeSnapshot: no input panics the decoder, and whatever it accepts
-// re-encodes to the same bytes (nothing is silently dropped or invented).
+// FuzzDecodeSnapshot: no input panics the decoder or makes it allocate past
+// its limits, and whatever it accepts re-encodes to a state file that decodes
+// to the same State; an accepted uncompressed current-version file re-encodes
+// to the same bytes (nothing is silently dropped or invented).
 func FuzzDecodeSnapshot(f *testing.F) {
 	for _, n := range []int{1, 2} {
-		b, _ := Encode(sample(n))
+		b, _ := Encode(sampleV2(n))
+		f.Add(b)
+		b, _ = EncodeCompressed(sampleV2(n))
 		f.Add(b)
 	}
-	if b, err := os.ReadFile(filepath.Join("testdata", "v1.snap")); err == nil {
-		f.Add(b)
+	for _, name := range []string{"v1.snap", "v2.snap", "v2-lz4.snap"} {
+		if b, err := os.ReadFile(filepath.Join("testdata", name)); err == nil {
+			f.Add(b)
+		}
 	}
 	f.Add([]byte(Magic))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -226,12 +330,20 @@ func FuzzDecodeSnapshot(f *testing.F) {
 			}
 			return
 		}
-		again, err := Encode(s)
+		h, _ := checkHeader(b)
+		again, err := encode(s, h.flags&FlagLZ4 != 0)
 		if err != nil {
 			t.Fatalf("accepted state does not re-encode: %v", err)
 		}
-		if !bytes.Equal(again, b) {
+		if h.version == Version && h.flags == 0 && !bytes.Equal(again, b) {
 			t.Fatal("re-encoding an accepted file gives different bytes")
+		}
+		s2, err := Decode(again)
+		if err != nil {
+			t.Fatalf("re-encoded state does not decode: %v", err)
+		}
+		if d := cmp.Diff(s, s2); d != "" {
+			t.Fatalf("decode(encode(decode(b))) differs (-first +second):\n%s", d)
 		}
 	})
 }

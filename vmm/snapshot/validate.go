@@ -14,6 +14,9 @@ func (s *State) validate() error {
 	if s.MemSize == 0 || s.MemSize%4096 != 0 {
 		return fmt.Errorf("memory size %d is not a positive multiple of 4 KiB", s.MemSize)
 	}
+	if s.SavedAt < 0 {
+		return fmt.Errorf("saved at %d: negative time", s.SavedAt)
+	}
 	if len(s.VCPUs) < 1 || len(s.VCPUs) > MaxVCPUs {
 		return fmt.Errorf("%d vcpus, want 1..%d", len(s.VCPUs), MaxVCPUs)
 	}
