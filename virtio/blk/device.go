@@ -41,8 +41,10 @@ type Device struct {
 	kick chan struct{}
 
 	mu     sync.Mutex // guards the worker lifecycle below
+	w      *worker    // the current activation; nil when not active
 	stop   chan struct{}
-	done   chan struct{}
+	done   chan struct{} // stop and done are non-nil while w's goroutine runs
+	paused bool          // Pause: w (if any) does not run until Resume
 	closed bool
 }
 
@@ -102,20 +104,27 @@ func (d *Device) Activate(mem virtio.Memory, queues []*queue.Queue, features uin
 	switch {
 	case d.closed:
 		return errors.New("blk: device closed")
-	case d.stop != nil:
+	case d.w != nil:
 		return errors.New("blk: already active")
 	case len(queues) != 1:
 		return fmt.Errorf("blk: %d queues, want 1", len(queues))
 	case !queues[0].Ready():
 		return errors.New("blk: request queue not enabled")
 	}
-	w := &worker{
+	d.w = &worker{
 		d: d, mem: mem, q: queues[0], t: t, features: features,
 		maxData: uint64(d.cfg.QueueSize-2) * SizeMax,
 	}
-	d.stop, d.done = make(chan struct{}), make(chan struct{})
-	go w.run(d.stop, d.done)
+	if !d.paused {
+		d.startWorker()
+	}
 	return nil
+}
+
+// startWorker runs w on a new goroutine. mu held, w set, none running.
+func (d *Device) startWorker() {
+	d.stop, d.done = make(chan struct{}), make(chan struct{})
+	go d.w.run(d.stop, d.done)
 }
 
 // Notify implements mmio.Device: it wakes the worker. It never blocks.
@@ -132,9 +141,11 @@ func (d *Device) Reset() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stopWorker()
+	d.w = nil
 }
 
-// stopWorker ends the worker, if any. mu held.
+// stopWorker ends the worker's goroutine, if any: the request it is serving
+// completes, the ones after it wait in the ring. mu held.
 func (d *Device) stopWorker() {
 	if d.stop == nil {
 		return
@@ -153,6 +164,7 @@ func (d *Device) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stopWorker()
+	d.w = nil
 	if d.closed {
 		return nil
 	}
@@ -184,13 +196,13 @@ func (w *worker) run(stop, done chan struct{}) {
 	defer close(done)
 	// The driver may have queued requests before its first kick arrived (or
 	// before a snapshot was restored): look once before sleeping.
-	w.process()
+	w.process(stop)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-w.d.kick:
-			w.process()
+			w.process(stop)
 		}
 	}
 }
@@ -198,11 +210,18 @@ func (w *worker) run(stop, done chan struct{}) {
 // process completes every available request, interrupting as the driver
 // asks. Pop re-enables notifications when the ring runs dry, so returning
 // here never strands a request.
-func (w *worker) process() {
+func (w *worker) process(stop <-chan struct{}) {
 	if w.failed {
 		return
 	}
 	for {
+		select {
+		case <-stop:
+			// Pause or reset: the requests left in the ring have not
+			// started; the next worker (or driver) finds them there.
+			return
+		default:
+		}
 		c, err := w.q.Pop(w.mem)
 		if err != nil {
 			if !w.popError(err) {

@@ -120,6 +120,7 @@ type Transport struct {
 	needsReset atomic.Bool   // DEVICE_NEEDS_RESET, set by Fail or a failed activation
 	active     atomic.Bool   // Activate succeeded and no reset since
 	generation atomic.Uint32 // ConfigGeneration
+	paused     atomic.Bool   // Pause: notifications are dropped until Resume; written only with mu held
 	lastErr    atomic.Pointer[error]
 
 	mu         sync.Mutex // guards the register file below and device config/lifecycle calls
@@ -128,6 +129,7 @@ type Transport struct {
 	drvFeat    uint64
 	queueSel   uint32
 	queues     []queue.State
+	live       []*queue.Queue // the queues handed to Activate; nil while not active
 }
 
 // New returns a transport for dev over guest memory mem, raising irq.
@@ -171,6 +173,7 @@ func (t *Transport) resetRegisters() {
 	t.needsReset.Store(false)
 	t.active.Store(false)
 	t.devFeatSel, t.drvFeatSel, t.drvFeat, t.queueSel = 0, 0, 0, 0
+	t.live = nil
 	t.queues = make([]queue.State, len(t.sizes))
 	for i, s := range t.sizes {
 		t.queues[i] = queue.State{MaxSize: s}
@@ -180,7 +183,8 @@ func (t *Transport) resetRegisters() {
 // Notify delivers a queue notification to the device if it is running. It
 // is the ioeventfd path: lock-free and safe from any goroutine.
 func (t *Transport) Notify(q int) {
-	if q < 0 || q >= len(t.sizes) || !t.active.Load() || t.needsReset.Load() {
+	if q < 0 || q >= len(t.sizes) || !t.active.Load() || t.needsReset.Load() || t.paused.Load() {
+		// While paused the kick is dropped: Resume notifies every queue.
 		return
 	}
 	t.dev.Notify(q)

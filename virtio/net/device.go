@@ -37,10 +37,13 @@ type Device struct {
 	fdMu      sync.RWMutex // read-held while Notify writes kickfd; write-held while Close closes the fds
 	fdsClosed bool
 
-	mu       sync.Mutex // guards the lifecycle below
-	w        *worker    // the running worker, nil when not activated
-	closed   bool
-	interest uint32 // epoll events registered for the backend fd; owned by w while it runs
+	mu     sync.Mutex // guards the lifecycle below
+	w      *worker    // the current activation, nil when not activated
+	paused bool       // Pause: w (if any) does not run until Resume
+	// linkChanged: SetLinkUp while paused; Resume tells the driver.
+	linkChanged bool
+	closed      bool
+	interest    uint32 // epoll events registered for the backend fd; owned by w while it runs
 }
 
 // New returns a network device for cfg. On success the device owns
@@ -124,6 +127,17 @@ func (d *Device) SetLinkUp(up bool) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.paused {
+		// No interrupts while paused: Resume tells the driver.
+		d.linkChanged = true
+		return
+	}
+	d.signalLink()
+}
+
+// signalLink tells a driver that negotiated VIRTIO_NET_F_STATUS that the
+// link status changed. mu held.
+func (d *Device) signalLink() {
 	if d.w != nil && d.w.features&FeatureStatus != 0 {
 		_ = d.w.t.Signal(virtio.InterruptConfigChange)
 	}
@@ -153,9 +167,19 @@ func (d *Device) Activate(mem virtio.Memory, queues []*queue.Queue, features uin
 		}
 	}
 	d.w = newWorker(d, mem, queues[RxQueue], queues[TxQueue], features, t)
-	d.running.Store(true)
-	go d.w.run()
+	if !d.paused {
+		d.startWorker()
+	}
 	return nil
+}
+
+// startWorker runs d.w on a new goroutine. mu held, d.w set and not running.
+func (d *Device) startWorker() {
+	w := d.w
+	w.stop.Store(false)
+	w.done = make(chan struct{})
+	d.running.Store(true)
+	go w.run()
 }
 
 // Notify implements mmio.Device: it wakes the worker. It never blocks on
@@ -196,21 +220,31 @@ func (d *Device) Reset() {
 	}
 }
 
-// stopWorker ends the worker, if any. mu held.
+// stopWorker ends the activation, if any. mu held.
 func (d *Device) stopWorker() {
 	w := d.w
 	if w == nil {
+		return
+	}
+	d.haltWorker()
+	d.w = nil
+	if w.staged > 0 {
+		d.stats.RxDropped.Add(1)
+	}
+}
+
+// haltWorker stops d.w's goroutine, if it runs, and waits for it; the
+// worker's state stays for a later startWorker. mu held.
+func (d *Device) haltWorker() {
+	w := d.w
+	if w == nil || !d.running.Load() {
 		return
 	}
 	w.stop.Store(true)
 	d.kick()
 	<-w.done
 	d.running.Store(false)
-	d.w = nil
-	if w.staged > 0 {
-		d.stats.RxDropped.Add(1)
-	}
-	// Interest from this activation must not wake the next one.
+	// Interest from this run must not wake the next one.
 	d.setInterest(0)
 	var buf [8]byte
 	_, _ = unix.Read(d.kickfd, buf[:]) // drop a stale kick

@@ -26,13 +26,15 @@ func (w *worker) rxPass() (more bool) {
 	}
 	defer w.interrupt(w.rx)
 	for range budget {
+		if w.staged == 0 && w.d.backendDead.Load() {
+			return false
+		}
+		// A frame staged before a pause may have lost its chains to Unpop:
+		// it needs one again before it can be delivered.
+		if len(w.held) == 0 && !w.holdRx() {
+			return false
+		}
 		if w.staged == 0 {
-			if w.d.backendDead.Load() {
-				return false
-			}
-			if len(w.held) == 0 && !w.holdRx() {
-				return false
-			}
 			if !w.readFrame() {
 				return false
 			}

@@ -27,7 +27,7 @@ type worker struct {
 	mrg      bool // VIRTIO_NET_F_MRG_RXBUF negotiated
 
 	stop atomic.Bool
-	done chan struct{}
+	done chan struct{} // closed when run returns; a new one per run
 
 	failed bool // a ring is unusable: idle until reset
 
@@ -51,7 +51,6 @@ func newWorker(d *Device, mem virtio.Memory, rx, tx *queue.Queue, features uint6
 	return &worker{
 		d: d, mem: mem, t: t, rx: rx, tx: tx, features: features,
 		mrg:   features&FeatureMrgRxbuf != 0,
-		done:  make(chan struct{}),
 		stage: make([]byte, HeaderLen+MaxFrameLen+1),
 	}
 }

@@ -289,3 +289,42 @@ func (q *Queue) NeedsInterrupt(mem virtio.Memory) bool {
 	// vring_need_event: interrupt iff used_event lies in [old, nextUsed).
 	return q.nextUsed-event-1 < q.nextUsed-old
 }
+
+// Unpop moves the device back over the chains it popped but has not pushed,
+// so that the next Pops return them again, as if they had never been taken.
+// heads are those chains in the order they were popped. It is how a device
+// that holds chains while it waits (net's receive buffers) quiesces for a
+// snapshot: the chains go back to the ring instead of into the device's
+// memory, which a snapshot does not carry.
+//
+// It succeeds only when it is exact: heads are every chain in flight and the
+// last len(heads) available entries name them in order. Otherwise (a chain
+// was completed out of order, or the guest skipped an entry with a bogus
+// head) it changes nothing and reports false, and the caller completes the
+// chains instead.
+func (q *Queue) Unpop(mem virtio.Memory, heads []uint16) (bool, error) {
+	if !q.ready {
+		return false, ErrNotReady
+	}
+	if len(heads) == 0 {
+		return true, nil
+	}
+	k := uint16(len(heads))
+	if len(heads) > int(q.size) || q.nextAvail-q.nextUsed != k {
+		return false, nil
+	}
+	b := q.scratch[:2]
+	for i, h := range heads {
+		slot := uint64((q.nextAvail - k + uint16(i)) & (q.size - 1))
+		if _, err := mem.ReadAt(b, int64(q.avail+4+2*slot)); err != nil {
+			return false, fmt.Errorf("%w: available ring entry: %w", ErrRing, err)
+		}
+		if binary.LittleEndian.Uint16(b) != h {
+			return false, nil
+		}
+	}
+	q.nextAvail -= k
+	// The cached index stays valid (it only ever moves forward), and the
+	// chains between nextAvail and it are popped again from the ring.
+	return true, nil
+}

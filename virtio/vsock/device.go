@@ -148,6 +148,7 @@ type Device struct {
 	// guest memory, so Reset and Close wait for it.
 	mu        sync.Mutex
 	closed    bool
+	paused    bool          // Pause: the worker leaves the queues alone until Resume
 	mem       virtio.Memory // nil while not activated
 	rxq, txq  *queue.Queue
 	evq       *queue.Queue
@@ -296,13 +297,19 @@ func (d *Device) ResetTransport() error {
 	if d.closed {
 		return ErrClosed
 	}
+	d.resetTransport()
+	return nil
+}
+
+// resetTransport drops every connection and owes an active driver a
+// TRANSPORT_RESET event. mu held.
+func (d *Device) resetTransport() {
 	d.stats.TransportResets.Add(1)
 	d.dropAll()
 	if d.mem != nil && !d.failed {
 		d.evPending = true
 		d.kick()
 	}
-	return nil
 }
 
 // Close stops the device for good: it closes the listening socket (removing

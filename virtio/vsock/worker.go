@@ -34,7 +34,9 @@ func (d *Device) run() {
 // process does one bounded round of work and reports whether more is
 // waiting. mu held.
 func (d *Device) process() bool {
-	if d.closed {
+	if d.closed || d.paused {
+		// Host sides wait too: what they report stays on the notified
+		// list, served after Resume.
 		return false
 	}
 	for _, c := range d.takeNotified() {

@@ -1,0 +1,82 @@
+package blk
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// stateVersion is the version of the blob SaveState writes.
+const stateVersion = 1
+
+// stateLen is the blob's size: version, capacity in sectors, read-only flag.
+const stateLen = 2 + 8 + 1
+
+// Pause implements mmio.Snapshotter: the worker finishes the request it is
+// serving and stops; the requests after it stay in the ring, not started.
+// A device activated while paused waits for Resume.
+func (d *Device) Pause() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.paused = true
+	d.stopWorker()
+}
+
+// Resume implements mmio.Snapshotter: the worker starts again and looks at
+// the whole ring first.
+func (d *Device) Resume() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.paused = false
+	if d.w != nil && d.stop == nil && !d.closed {
+		d.startWorker()
+	}
+}
+
+// SaveState implements mmio.Snapshotter. A disk keeps no request state
+// between requests (the queue positions are the transport's), so the blob
+// only identifies the disk the guest sees: its capacity and whether it is
+// read-only.
+func (d *Device) SaveState() ([]byte, error) {
+	b := binary.LittleEndian.AppendUint16(make([]byte, 0, stateLen), stateVersion)
+	b = binary.LittleEndian.AppendUint64(b, d.capacity)
+	var ro byte
+	if d.cfg.ReadOnly {
+		ro = 1
+	}
+	return append(b, ro), nil
+}
+
+// RestoreState implements mmio.Snapshotter: it checks that this disk is the
+// one the guest knew. Its contents are the caller's business (the disk
+// image taken with the snapshot); its size and mode must not change under
+// a running guest.
+func (d *Device) RestoreState(data []byte) error {
+	if err := checkState(data, d.capacity, d.cfg.ReadOnly); err != nil {
+		return fmt.Errorf("blk: restore: %w", err)
+	}
+	return nil
+}
+
+func checkState(b []byte, capacity uint64, readOnly bool) error {
+	if len(b) < 2 {
+		return fmt.Errorf("state of %d bytes is too short", len(b))
+	}
+	if v := binary.LittleEndian.Uint16(b); v != stateVersion {
+		return fmt.Errorf("unknown state version %d (want %d)", v, stateVersion)
+	}
+	if len(b) != stateLen {
+		return fmt.Errorf("state of %d bytes, want %d", len(b), stateLen)
+	}
+	if c := binary.LittleEndian.Uint64(b[2:]); c != capacity {
+		return fmt.Errorf("saved disk has %d sectors, this one %d", c, capacity)
+	}
+	switch b[10] {
+	case 0, 1:
+		if (b[10] == 1) != readOnly {
+			return fmt.Errorf("saved disk read-only=%v, this one %v", b[10] == 1, readOnly)
+		}
+	default:
+		return fmt.Errorf("read-only flag %d", b[10])
+	}
+	return nil
+}
