@@ -109,6 +109,8 @@ type Controller struct {
 	queue   [queueSize]byte
 	head, n int
 	resetOn bool // Reset has been called
+	paused  bool // Pause: interrupts wait for Resume
+	heldIRQ bool // an interrupt was due while paused
 	stats   Stats
 }
 
@@ -341,6 +343,10 @@ func (c *Controller) pop() byte {
 
 func (c *Controller) raise() {
 	if c.irq == nil || c.ctr&ctrKbdInt == 0 {
+		return
+	}
+	if c.paused {
+		c.heldIRQ = true
 		return
 	}
 	if err := c.irq.Trigger(); err != nil {

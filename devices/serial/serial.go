@@ -123,6 +123,8 @@ type Serial struct {
 	thrEmpty                bool // the THR-empty interrupt condition (not LSR.THRE, which is constant)
 	intrHigh                bool // level of the INTR output after the last update
 	rx                      ring
+	paused                  bool   // Pause: Enqueue holds input back
+	held                    []byte // input held while paused, at most len(rx.buf)
 	stats                   Stats
 	obuf                    [1]byte // Out.Write argument, kept here so a write does not allocate
 }
@@ -183,6 +185,17 @@ func (s *Serial) Write(offset uint64, data []byte) {
 func (s *Serial) Enqueue(b []byte) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.paused {
+		n := min(len(b), len(s.rx.buf)-len(s.held))
+		s.held = append(s.held, b[:n]...)
+		s.stats.RXDropped += uint64(len(b) - n)
+		return n
+	}
+	return s.receive(b)
+}
+
+// receive puts host input in the receive buffer. mu held.
+func (s *Serial) receive(b []byte) int {
 	n := s.rx.push(b)
 	if n < len(b) {
 		s.stats.RXDropped += uint64(len(b) - n)
