@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -33,13 +34,33 @@ func Layout(size uint64) []Region {
 	return out
 }
 
-// RAM is a guest's memory.
+// RAM is a guest's memory: a host mapping of size bytes built from layers.
+// layers[0], the base, is mapped over the whole range; each extent maps part
+// of a layer over it. A fresh RAM is one layer (its own file, MAP_SHARED); a
+// restored or forked one is MAP_PRIVATE over its snapshot's layers, plus the
+// private copies of the pages written since (see Dirty and Freeze).
 type RAM struct {
-	file    *os.File
-	host    []byte // the whole file, mapped
+	host    []byte // the whole range, mapped
 	regions []Region
 	size    uint64
-	private bool // host mapping is MAP_PRIVATE (copy-on-write over file)
+	private bool // host mapping is MAP_PRIVATE (copy-on-write over the layers)
+	layers  []*layer
+	extents []extent // sorted, not overlapping, page-aligned
+}
+
+// layer is one file RAM maps.
+type layer struct {
+	f *os.File
+	// owned is a name RAM gave the file (a link in a memory folder, so the
+	// file can be linked again after its snapshot folder is gone); Close
+	// removes it.
+	owned string
+}
+
+// extent maps [fileOff, fileOff+n) of layers[layer] at RAM offset off.
+type extent struct {
+	off, n, fileOff uint64
+	layer           int
 }
 
 // Options choose how RAM is backed.
@@ -57,12 +78,9 @@ func New(size uint64, opt Options) (*RAM, error) {
 	var f *os.File
 	if opt.Dir != "" {
 		var err error
-		f, err = os.CreateTemp(opt.Dir, "guest-ram-*")
-		if err != nil {
-			return nil, fmt.Errorf("memory: %w", err)
+		if f, err = tmpFile(opt.Dir); err != nil {
+			return nil, err
 		}
-		// The file is reached through the fd (and /proc/self/fd) from now on.
-		os.Remove(f.Name())
 	} else {
 		fd, err := unix.MemfdCreate("boxd-guest-ram", unix.MFD_CLOEXEC)
 		if err != nil {
@@ -100,14 +118,40 @@ func mapFile(f *os.File, size uint64, private bool) (*RAM, error) {
 	// (/sys/kernel/mm/transparent_hugepage/shmem_enabled = advise); it is a
 	// hint either way, so a refusal is not an error.
 	_ = unix.Madvise(host, unix.MADV_HUGEPAGE)
-	return &RAM{file: f, host: host, regions: Layout(size), size: size, private: private}, nil
+	return &RAM{host: host, regions: Layout(size), size: size, private: private, layers: []*layer{{f: f}}}, nil
 }
 
-// Close unmaps RAM and closes the backing file.
+// tmpFile creates a nameless file in dir that can later be linked into a
+// snapshot folder (O_TMPFILE without O_EXCL). Where the filesystem has no
+// O_TMPFILE the file is created and unlinked at once: it works as RAM, but
+// cannot be forked to another process.
+func tmpFile(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(dir, "guest-ram")), nil
+	}
+	f, err := os.CreateTemp(dir, "guest-ram-*")
+	if err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
+	}
+	// The file is reached through the fd from now on.
+	os.Remove(f.Name())
+	return f, nil
+}
+
+// Close unmaps RAM, closes its files and removes the names it made for them.
 func (m *RAM) Close() error {
 	err := unix.Munmap(m.host)
-	if cerr := m.file.Close(); err == nil {
-		err = cerr
+	for _, l := range m.layers {
+		err = errors.Join(err, l.close())
+	}
+	return err
+}
+
+func (l *layer) close() error {
+	err := l.f.Close()
+	if l.owned != "" {
+		err = errors.Join(err, os.Remove(l.owned))
 	}
 	return err
 }
@@ -121,8 +165,8 @@ func (m *RAM) Regions() []Region { return append([]Region(nil), m.regions...) }
 // Host returns the host mapping of region r (for KVM memory slots).
 func (m *RAM) Host(r Region) []byte { return m.host[r.Offset : r.Offset+r.Size] }
 
-// File is the backing file (for snapshots).
-func (m *RAM) File() *os.File { return m.file }
+// File is the backing file of a fresh RAM, the base layer of a layered one.
+func (m *RAM) File() *os.File { return m.layers[0].f }
 
 // Slice returns host memory aliasing guest range [gpa, gpa+n).
 func (m *RAM) Slice(gpa, n uint64) ([]byte, error) {

@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -48,6 +49,9 @@ func mapFlags(private bool) int {
 // here). The caller must ensure nothing else (device goroutines, vCPUs in a
 // way that matters to it) relies on a write racing with the remap.
 func (m *RAM) Remap(private bool) error {
+	if len(m.extents) > 0 {
+		return errors.New("memory: remap of layered RAM (it would drop its upper layers)")
+	}
 	if err := m.remap(mapFlags(private)); err != nil {
 		return fmt.Errorf("memory: remap %d bytes (private %v): %w", m.size, private, err)
 	}

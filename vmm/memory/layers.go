@@ -1,0 +1,378 @@
+package memory
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// MapManifest maps the layers man describes, files taken from dir, as a
+// private RAM: reads come from the layer files (lazily, shared with every
+// other mapping of them), writes make private copies, the files never change.
+// Files must be regular files in dir (symbolic links are refused) long
+// enough for what the manifest maps from them.
+//
+// linkDir, when set, gets a hard link to each layer file (removed again when
+// the RAM is closed), so that the RAM can be frozen again (Freeze) after dir
+// is deleted. A layer on another filesystem than linkDir is left unlinked;
+// such a RAM depends on dir staying.
+func MapManifest(dir string, man *Manifest, linkDir string) (*RAM, error) {
+	if err := man.Validate(); err != nil {
+		return nil, err
+	}
+	names := man.Files()
+	var layers []*layer
+	fail := func(err error) (*RAM, error) {
+		for _, l := range layers {
+			l.close()
+		}
+		return nil, err
+	}
+	need := make([]uint64, len(names))
+	need[0] = man.Size
+	for _, e := range man.Extents {
+		i := slices.Index(names, e.File)
+		need[i] = max(need[i], e.FileOffset+e.Len)
+	}
+	for i, name := range names {
+		fd, err := unix.Open(filepath.Join(dir, name), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(fmt.Errorf("memory: layer %q: %w", name, err))
+		}
+		l := &layer{f: os.NewFile(uintptr(fd), filepath.Join(dir, name))}
+		layers = append(layers, l)
+		st, err := l.f.Stat()
+		if err != nil {
+			return fail(fmt.Errorf("memory: layer %q: %w", name, err))
+		}
+		if !st.Mode().IsRegular() {
+			return fail(fmt.Errorf("%w: layer %q is not a regular file (%v)", ErrManifest, name, st.Mode().Type()))
+		}
+		if uint64(st.Size()) < need[i] {
+			return fail(fmt.Errorf("%w: layer %q holds %d bytes, the manifest maps %d", ErrManifest, name, st.Size(), need[i]))
+		}
+	}
+	if linkDir != "" {
+		for _, l := range layers {
+			p, err := linkUnique(l.f, linkDir, "layer")
+			if errors.Is(err, unix.EXDEV) {
+				continue
+			}
+			if err != nil {
+				return fail(fmt.Errorf("memory: keep layer in %s: %w", linkDir, err))
+			}
+			l.owned = p
+		}
+	}
+	var ext []extent
+	for _, e := range man.Extents {
+		ext = append(ext, extent{off: e.Offset, n: e.Len, fileOff: e.FileOffset, layer: slices.Index(names, e.File)})
+	}
+	return mapLayers(man.Size, layers, ext)
+}
+
+// mapLayers maps the base privately, then each extent over it. It owns
+// layers, even on error.
+func mapLayers(size uint64, layers []*layer, ext []extent) (*RAM, error) {
+	m, err := mapFile(layers[0].f, size, true)
+	if err != nil {
+		for _, l := range layers[1:] {
+			l.close()
+		}
+		return nil, err
+	}
+	m.layers[0] = layers[0]
+	m.layers = append(m.layers, layers[1:]...)
+	m.extents = ext
+	for _, e := range ext {
+		if err := m.mapAt(e.off, e.n, m.layers[e.layer].f.Fd(), e.fileOff, mapFlags(true)); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("memory: map layer extent [%#x +%#x): %w", e.off, e.n, err)
+		}
+	}
+	return m, nil
+}
+
+// Clone maps m's layers privately again, as a new RAM: a copy of m's
+// contents that shares every page with it until either writes. m must have
+// no private pages (just frozen, or restored and not written), or the clone
+// would miss them.
+func (m *RAM) Clone() (*RAM, error) {
+	var layers []*layer
+	for _, l := range m.layers {
+		fd, err := unix.FcntlInt(l.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			for _, l := range layers {
+				l.close()
+			}
+			return nil, fmt.Errorf("memory: clone: %w", err)
+		}
+		layers = append(layers, &layer{f: os.NewFile(uintptr(fd), l.f.Name())})
+	}
+	return mapLayers(m.size, layers, slices.Clone(m.extents))
+}
+
+// FreezeStats says what a Freeze did and where its time went.
+type FreezeStats struct {
+	DirtyBytes uint64 // private pages written to the new layer
+	DirtyRuns  int
+	Extents    int // in the resulting manifest
+	Layers     int // files in the resulting manifest
+	Scan       time.Duration
+	Write      time.Duration // new layer written, old layers linked
+	Remap      time.Duration
+}
+
+// Freeze makes files hold m's current contents, and remaps m onto them, so
+// that any number of Clones (or MapManifests of the returned manifest, in
+// other processes) start from exactly what m holds now, sharing its pages.
+//
+// A fresh shared RAM freezes its own file: m is remapped private in place and
+// the file never changes again. A private RAM writes the pages it holds
+// private copies of (Dirty) to a new layer file and maps that file over
+// them, so the cost follows the pages written since the last freeze, not the
+// size of the RAM.
+//
+// dir "" keeps everything in this process (a new layer is a memfd). With a
+// dir, every file of the returned manifest is linked into or created in dir,
+// as mem.0 (the base), mem.1, ...; dir must be on the same filesystem as the
+// layers (a tmpfs). A memfd-backed RAM cannot be frozen into a dir.
+//
+// The caller keeps everything from writing to m during the call (vCPUs
+// paused, devices quiet); host addresses do not change, so KVM memory slots
+// stay valid.
+func (m *RAM) Freeze(dir string) (*Manifest, FreezeStats, error) {
+	var st FreezeStats
+	if dir != "" && slices.ContainsFunc(m.layers, func(l *layer) bool { return strings.HasPrefix(l.f.Name(), "memfd:") }) {
+		return nil, st, errors.New("memory: freeze: guest memory is a memfd, which cannot be linked into a snapshot folder; give the VM a memory folder (a tmpfs) to fork or snapshot it across processes")
+	}
+	if !m.private {
+		return m.freezeShared(dir)
+	}
+	t0 := time.Now()
+	dirty, err := m.Dirty()
+	if err != nil {
+		return nil, st, err
+	}
+	st.DirtyRuns = len(dirty)
+	t1 := time.Now()
+	st.Scan = t1.Sub(t0)
+
+	// The new layer goes last; old layers no extent uses any more go.
+	var fileOff uint64
+	var delta []extent
+	for _, r := range dirty {
+		delta = append(delta, extent{off: r.Offset, n: r.Len, fileOff: fileOff, layer: len(m.layers)})
+		fileOff += r.Len
+	}
+	st.DirtyBytes = fileOff
+	ext := overlay(m.extents, delta)
+	if len(ext) > MaxExtents {
+		return nil, st, fmt.Errorf("memory: freeze: %d extents would exceed the limit of %d", len(ext), MaxExtents)
+	}
+	keep, ext := compact(len(m.layers)+1, ext)
+	layers := append(slices.Clone(m.layers), nil)
+
+	var nf *os.File
+	if len(delta) > 0 {
+		if nf, err = newLayerFile(dir, fmt.Sprintf("mem.%d", len(keep)-1)); err != nil {
+			return nil, st, err
+		}
+		for _, e := range delta {
+			if _, err := nf.WriteAt(m.host[e.off:e.off+e.n], int64(e.fileOff)); err != nil {
+				nf.Close()
+				return nil, st, fmt.Errorf("memory: freeze: write layer: %w", err)
+			}
+		}
+		layers[len(layers)-1] = &layer{f: nf}
+	}
+	if dir != "" {
+		for i, li := range keep {
+			if layers[li].f == nf {
+				continue
+			}
+			if err := linkFD(layers[li].f, filepath.Join(dir, fmt.Sprintf("mem.%d", i))); err != nil {
+				if nf != nil {
+					nf.Close()
+				}
+				return nil, st, fmt.Errorf("memory: freeze: link layer into %s: %w", dir, err)
+			}
+		}
+	}
+	t2 := time.Now()
+	st.Write = t2.Sub(t1)
+
+	// From here on m changes. Each mapping replaces private copies by the
+	// same bytes from the file, so a failure part way leaves m's contents
+	// right; the unmapped runs just stay private.
+	var errs []error
+	for _, e := range delta {
+		if err := m.mapAt(e.off, e.n, nf.Fd(), e.fileOff, mapFlags(true)); err != nil {
+			errs = append(errs, fmt.Errorf("memory: freeze: map new layer at %#x: %w", e.off, err))
+		}
+	}
+	var newLayers []*layer
+	for li, l := range layers {
+		if l == nil {
+			continue
+		}
+		if slices.Contains(keep, li) {
+			newLayers = append(newLayers, l)
+		} else {
+			errs = append(errs, l.close())
+		}
+	}
+	m.layers, m.extents = newLayers, ext
+	st.Remap = time.Since(t2)
+	st.Extents, st.Layers = len(ext), len(newLayers)
+	return m.manifest(), st, errors.Join(errs...)
+}
+
+func (m *RAM) freezeShared(dir string) (*Manifest, FreezeStats, error) {
+	var st FreezeStats
+	t0 := time.Now()
+	if dir != "" {
+		if err := linkFD(m.layers[0].f, filepath.Join(dir, "mem.0")); err != nil {
+			return nil, st, fmt.Errorf("memory: freeze: link memory file into %s (it must be on the same filesystem as the memory folder): %w", dir, err)
+		}
+	}
+	t1 := time.Now()
+	st.Write = t1.Sub(t0)
+	if err := m.Remap(true); err != nil {
+		return nil, st, err
+	}
+	st.Remap = time.Since(t1)
+	st.Layers = 1
+	return m.manifest(), st, nil
+}
+
+// manifest names m's layers mem.0, mem.1, ... in order.
+func (m *RAM) manifest() *Manifest {
+	man := &Manifest{Size: m.size, Base: "mem.0"}
+	for _, e := range m.extents {
+		man.Extents = append(man.Extents, Extent{Offset: e.off, Len: e.n, File: fmt.Sprintf("mem.%d", e.layer), FileOffset: e.fileOff})
+	}
+	return man
+}
+
+// Layers is how many files m maps (1 for a fresh RAM).
+func (m *RAM) Layers() int { return len(m.layers) }
+
+// overlay puts top over bottom (both sorted, not overlapping): the parts of
+// bottom extents top does not cover, and top, sorted, with neighbours that
+// continue each other in the same file merged.
+func overlay(bottom, top []extent) []extent {
+	var out []extent
+	j := 0
+	for _, b := range bottom {
+		for b.n > 0 {
+			for j < len(top) && top[j].off+top[j].n <= b.off {
+				j++
+			}
+			if j == len(top) || top[j].off >= b.off+b.n {
+				out = append(out, b)
+				break
+			}
+			t := top[j]
+			if t.off > b.off {
+				out = append(out, extent{off: b.off, n: t.off - b.off, fileOff: b.fileOff, layer: b.layer})
+			}
+			end := min(b.off+b.n, t.off+t.n)
+			b.fileOff += end - b.off
+			b.n -= end - b.off
+			b.off = end
+		}
+	}
+	out = append(out, top...)
+	slices.SortFunc(out, func(a, b extent) int { return cmpU64(a.off, b.off) })
+	merged := out[:0]
+	for _, e := range out {
+		if k := len(merged) - 1; k >= 0 {
+			p := &merged[k]
+			if p.layer == e.layer && p.off+p.n == e.off && p.fileOff+p.n == e.fileOff {
+				p.n += e.n
+				continue
+			}
+		}
+		merged = append(merged, e)
+	}
+	return merged
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// compact keeps layer 0 and the layers some extent uses, out of n, and
+// renumbers the extents; keep[i] is the old index of new layer i.
+func compact(n int, ext []extent) (keep []int, out []extent) {
+	used := make([]bool, n)
+	used[0] = true
+	for _, e := range ext {
+		used[e.layer] = true
+	}
+	idx := make([]int, n)
+	for i, u := range used {
+		if u {
+			idx[i] = len(keep)
+			keep = append(keep, i)
+		}
+	}
+	out = slices.Clone(ext)
+	for i := range out {
+		out[i].layer = idx[out[i].layer]
+	}
+	return keep, out
+}
+
+// newLayerFile creates the file for a new layer: name in dir, or a memfd.
+func newLayerFile(dir, name string) (*os.File, error) {
+	if dir == "" {
+		fd, err := unix.MemfdCreate("boxd-guest-layer", unix.MFD_CLOEXEC)
+		if err != nil {
+			return nil, fmt.Errorf("memory: memfd_create: %w", err)
+		}
+		return os.NewFile(uintptr(fd), "memfd:boxd-guest-layer"), nil
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("memory: %w", err)
+	}
+	return f, nil
+}
+
+// linkFD gives the open file f the name path. Through /proc/self/fd, so it
+// works for a file whose other names are gone as long as it was made
+// linkable (an O_TMPFILE file, or one with a name left).
+func linkFD(f *os.File, path string) error {
+	return unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
+}
+
+// linkUnique links f into dir under a new name prefix-<random>.
+func linkUnique(f *os.File, dir, prefix string) (string, error) {
+	for range 8 {
+		var r [8]byte
+		rand.Read(r[:])
+		p := filepath.Join(dir, prefix+"-"+hex.EncodeToString(r[:]))
+		err := linkFD(f, p)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		return p, err
+	}
+	return "", errors.New("no free name")
+}
