@@ -7,9 +7,14 @@
 //	guesttool tcp-recv ADDR               accept one connection, print "sha256 HEX BYTES"
 //	guesttool vsock-serve PORT N          for N connections: read to EOF, answer "sha256 HEX BYTES\n"; then exit
 //	guesttool vsock-send CID PORT N BYTES N concurrent connections each sending BYTES; print "sha256 I HEX"
-//	guesttool tcp-bench ADDR BYTES        send BYTES zeros as fast as possible, print "net MBps X"
+//	guesttool tcp-bench ADDR BYTES        send BYTES zeros as fast as possible, print "IO nettx MBps X"
+//	guesttool tcp-sink ADDR               accept one connection, print "IO-LISTEN" first, read to EOF, print "IO netrx MBps X"
 //	guesttool disk-bench DEV MIB SECONDS  O_DIRECT sequential write and read of MIB MiB in 1 MiB blocks,
-//	                                      then random 4 KiB reads for SECONDS: "seqwrite MBps X", "seqread MBps X", "randread IOPS X"
+//	                                      then random 4 KiB reads for SECONDS: "IO seqwrite MBps X p99us Y", ...
+//	guesttool drain                       wait until the console (stdout) has sent every byte (tcdrain)
+//
+// The benchmark lines have one format, parsed by e2e/iobench_test.go:
+// "IO WORKLOAD UNIT VALUE [KEY VALUE]...".
 package main
 
 import (
@@ -22,7 +27,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,7 +40,7 @@ func main() {
 
 func run(args []string, out io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: guesttool tcp-send|tcp-recv|vsock-serve|vsock-send ARGS")
+		return errors.New("usage: guesttool tcp-send|tcp-recv|vsock-serve|vsock-send|tcp-bench|tcp-sink|disk-bench|drain ARGS")
 	}
 	num := func(s string) int64 {
 		n, err := strconv.ParseInt(s, 10, 64)
@@ -76,8 +80,12 @@ func run(args []string, out io.Writer) error {
 		return nil
 	case args[0] == "tcp-bench" && len(args) == 3:
 		return tcpBench(args[1], num(args[2]), out)
+	case args[0] == "tcp-sink" && len(args) == 2:
+		return tcpSink(args[1], out)
 	case args[0] == "disk-bench" && len(args) == 4:
 		return diskBench(args[1], num(args[2]), num(args[3]), out)
+	case args[0] == "drain" && len(args) == 1:
+		return drain(os.Stdout)
 	case args[0] == "vsock-serve" && len(args) == 3:
 		return vsockServe(uint32(num(args[1])), int(num(args[2])), out)
 	case args[0] == "vsock-send" && len(args) == 5:
@@ -162,74 +170,4 @@ func vsockSend(cid, port uint32, conns int, n int64, out io.Writer) error {
 	}
 	wg.Wait()
 	return firstErr
-}
-
-func tcpBench(addr string, n int64, out io.Writer) error {
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 1<<20)
-	start := time.Now()
-	for sent := int64(0); sent < n; {
-		m, err := c.Write(buf[:min(int64(len(buf)), n-sent)])
-		if err != nil {
-			return err
-		}
-		sent += int64(m)
-	}
-	if err := c.Close(); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "net MBps %.1f\n", float64(n)/1e6/time.Since(start).Seconds())
-	return nil
-}
-
-func diskBench(dev string, mib, seconds int64, out io.Writer) error {
-	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_DIRECT|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	// O_DIRECT needs aligned buffers: an anonymous mapping is page aligned.
-	buf, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return err
-	}
-	defer unix.Munmap(buf)
-	for i := range buf {
-		buf[i] = byte(i)
-	}
-	total := mib << 20
-	start := time.Now()
-	for off := int64(0); off < total; off += 1 << 20 {
-		if _, err := unix.Pwrite(fd, buf, off); err != nil {
-			return fmt.Errorf("write at %d: %w", off, err)
-		}
-	}
-	if err := unix.Fsync(fd); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "seqwrite MBps %.1f\n", float64(total)/1e6/time.Since(start).Seconds())
-	start = time.Now()
-	for off := int64(0); off < total; off += 1 << 20 {
-		if _, err := unix.Pread(fd, buf, off); err != nil {
-			return fmt.Errorf("read at %d: %w", off, err)
-		}
-	}
-	fmt.Fprintf(out, "seqread MBps %.1f\n", float64(total)/1e6/time.Since(start).Seconds())
-	var x uint64 = 88172645463325252 // xorshift: a fixed, cheap sequence of offsets
-	blocks := uint64(total / 4096)
-	ops := 0
-	start = time.Now()
-	for deadline := start.Add(time.Duration(seconds) * time.Second); time.Now().Before(deadline); ops++ {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		if _, err := unix.Pread(fd, buf[:4096], int64(x%blocks)*4096); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintf(out, "randread IOPS %.0f\n", float64(ops)/time.Since(start).Seconds())
-	return nil
 }
