@@ -11,13 +11,14 @@ import (
 // addLegacyDevices maps the PC devices Linux probes during boot, the i8042 whose
 // reset line ends the VM, and the boot timer.
 func (m *Machine) addLegacyDevices() error {
-	kbd := i8042.New(i8042.Config{Reset: func() {
+	m.kbd = i8042.New(i8042.Config{Reset: func() {
 		m.finish(Result{Kind: Reboot, Detail: "guest reset through the i8042"})
 	}})
-	if err := m.PIO.Insert(boot.I8042Data, i8042.Size, kbd); err != nil {
+	if err := m.PIO.Insert(boot.I8042Data, i8042.Size, m.kbd); err != nil {
 		return err
 	}
-	if err := m.PIO.Insert(boot.RTCPort, rtc.Size, rtc.New(nil)); err != nil {
+	m.cmos = rtc.New(nil)
+	if err := m.PIO.Insert(boot.RTCPort, rtc.Size, m.cmos); err != nil {
 		return err
 	}
 	// POST code port: written by Linux as an I/O delay.

@@ -9,7 +9,9 @@ import (
 
 	"github.com/boxd-dev/boxd/devices"
 	"github.com/boxd-dev/boxd/devices/boottimer"
+	"github.com/boxd-dev/boxd/devices/i8042"
 	"github.com/boxd-dev/boxd/devices/power"
+	"github.com/boxd-dev/boxd/devices/rtc"
 	"github.com/boxd-dev/boxd/devices/serial"
 	"github.com/boxd-dev/boxd/virtio/mmio"
 	"github.com/boxd-dev/boxd/vmm/boot"
@@ -114,6 +116,11 @@ type Machine struct {
 	PIO, MMIO devices.Bus
 	Serial    *serial.Serial
 	BootTimer *boottimer.Timer
+	kbd       *i8042.Controller
+	cmos      *rtc.CMOS
+
+	devMu     sync.Mutex // serializes pauseDevices and resumeDevices
+	devPaused bool       // guarded by devMu: every device is quiesced
 
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -322,6 +329,8 @@ func (m *Machine) Start() error {
 	m.state = Running
 	m.started = time.Now()
 	m.BootTimer.SetStart(m.started)
+	// A restored machine's devices wait, quiesced, for its first run.
+	m.resumeDevices()
 	for _, v := range m.vcpus {
 		m.wg.Add(1)
 		go func() {
@@ -389,8 +398,12 @@ func (m *Machine) State() State {
 	return m.state
 }
 
-// Pause takes every vCPU out of the guest and parks it; it returns once all are
-// parked, so the caller may read or write vCPU state.
+// Pause takes every vCPU out of the guest and parks it, then quiesces every
+// device: in-flight virtio requests complete (or go back to their ring),
+// queue notifications and host input (TAP frames, vsock host connections,
+// serial input) wait for Resume, and no device touches guest memory or
+// raises an interrupt. When it returns, vCPU, device and memory state are
+// stable: the caller may read or write them, or take a snapshot.
 func (m *Machine) Pause() error {
 	m.mu.Lock()
 	if m.state != Running || m.result != nil {
@@ -408,10 +421,14 @@ func (m *Machine) Pause() error {
 	for _, v := range m.vcpus {
 		v.WaitPaused()
 	}
+	// vCPUs first: once they are parked no register access or kick can
+	// start new device work.
+	m.pauseDevices()
 	return nil
 }
 
-// Resume lets paused vCPUs re-enter the guest.
+// Resume restarts the devices, each looking at all its queues for what
+// arrived while paused, and lets the paused vCPUs re-enter the guest.
 func (m *Machine) Resume() error {
 	m.mu.Lock()
 	if m.state != Paused {
@@ -421,6 +438,7 @@ func (m *Machine) Resume() error {
 	}
 	m.state = Running
 	m.mu.Unlock()
+	m.resumeDevices()
 	for _, v := range m.vcpus {
 		v.Resume()
 	}

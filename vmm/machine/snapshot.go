@@ -3,26 +3,32 @@ package machine
 import (
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/boxd-dev/boxd/vmm/boot"
 	"github.com/boxd-dev/boxd/vmm/kvm"
 	"github.com/boxd-dev/boxd/vmm/memory"
 	"github.com/boxd-dev/boxd/vmm/snapshot"
 )
 
-// Snapshot saves the state of a paused (or never started) machine as plain data. Guest memory is
-// not copied: it is the RAM's backing file (RAM().File()), which stays valid
-// while the machine stays paused. Device state is not saved yet.
+// Snapshot saves the state of a paused (or never started) machine as plain
+// data: vCPUs, in-kernel irqchip, PIT and clock, and every device under its
+// name (see DeviceNames). Guest memory is not copied: it is the RAM's
+// backing file (RAM().File()), which stays valid while the machine stays
+// paused. A never started machine's devices are quiesced here and restart
+// with Start.
 func (m *Machine) Snapshot() (*snapshot.State, error) {
 	// Created counts too: its vCPUs have never run, so a restored machine can
 	// be saved again before it starts.
 	if st := m.State(); st != Paused && st != Created {
 		return nil, fmt.Errorf("%w: snapshot in state %v (pause first)", ErrState, st)
 	}
+	m.pauseDevices()
 	msrList, err := m.sys.MSRIndexList()
 	if err != nil {
 		return nil, err
 	}
-	s := &snapshot.State{MemSize: m.ram.Size()}
+	s := &snapshot.State{MemSize: m.ram.Size(), SavedAt: time.Now().UnixNano()}
 	for _, c := range m.kvcpus {
 		vs, err := saveVCPU(c, msrList)
 		if err != nil {
@@ -32,6 +38,13 @@ func (m *Machine) Snapshot() (*snapshot.State, error) {
 	}
 	if err := m.saveVM(&s.VM); err != nil {
 		return nil, fmt.Errorf("machine: snapshot: %w", err)
+	}
+	for _, d := range m.stateDevices() {
+		b, err := d.dev.SaveState()
+		if err != nil {
+			return nil, fmt.Errorf("machine: snapshot: device %s: %w", d.name, err)
+		}
+		s.SetDevice(d.name, b)
 	}
 	return s, nil
 }
@@ -120,11 +133,20 @@ func (m *Machine) saveVM(s *snapshot.VM) (err error) {
 
 // Restore builds a machine from a saved state and its guest RAM (typically
 // memory.MapPrivate of the snapshot's memory file). cfg gives the host side
-// (console, log, memory folder); its CPUs, MemMiB and Load are taken from the
-// state. The machine takes ownership of ram, even on error. The returned
-// machine is Created: Start runs it from where the state left off.
+// (console, log, memory folder, virtio devices); its CPUs, MemMiB and Load
+// are taken from the state. The machine takes ownership of ram and of
+// cfg.Virtio, even on error. The returned machine is Created: Start runs it
+// from where the state left off.
 //
-// Virtio devices in cfg are mapped but their queue state is not restored yet.
+// cfg.Virtio must be the same kinds of devices, in the same order, as the
+// saved machine's (their names must match the state's, see DeviceNames);
+// their host sides are the new config's (disk file, TAP, vsock socket and
+// CID). Every device is restored, quiesced, before Restore returns: a vsock
+// device drops its host connections and sends the guest a transport reset
+// when the machine starts. The guest clock (kvmclock) is the saved one plus
+// the host time elapsed since the state was saved (State.SavedAt), so a
+// guest restored later keeps the wall time. Any invalid state is an error,
+// and the machine is closed: nothing is half-restored.
 func Restore(cfg Config, st *snapshot.State, ram *memory.RAM) (*Machine, error) {
 	if st.MemSize != ram.Size() || st.MemSize%(1<<20) != 0 || st.MemSize < 16<<20 {
 		ram.Close()
@@ -138,6 +160,8 @@ func Restore(cfg Config, st *snapshot.State, ram *memory.RAM) (*Machine, error) 
 	if err != nil {
 		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
+	// Quiesced from the start: nothing runs before Start.
+	m.pauseDevices()
 	if err := m.restore(st); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("machine: restore: %w", err)
@@ -146,6 +170,10 @@ func Restore(cfg Config, st *snapshot.State, ram *memory.RAM) (*Machine, error) 
 }
 
 func (m *Machine) restore(st *snapshot.State) error {
+	devs := m.stateDevices()
+	if err := checkDeviceSet(devs, st); err != nil {
+		return err
+	}
 	for _, chip := range []kvm.IRQChip{st.VM.PICMaster, st.VM.PICSlave, st.VM.IOAPIC} {
 		if err := m.vm.SetIRQChip(chip); err != nil {
 			return err
@@ -156,7 +184,7 @@ func (m *Machine) restore(st *snapshot.State) error {
 	}
 	// Only the clock value: the saved flags describe the saving host's
 	// realtime/TSC pairing, which means nothing here.
-	if err := m.vm.SetClock(kvm.ClockData{Clock: st.VM.Clock.Clock}); err != nil {
+	if err := m.vm.SetClock(kvm.ClockData{Clock: restoredClock(st, time.Now())}); err != nil {
 		return err
 	}
 	for i, c := range m.kvcpus {
@@ -164,7 +192,121 @@ func (m *Machine) restore(st *snapshot.State) error {
 			return err
 		}
 	}
+	for _, d := range devs {
+		b, _ := st.Device(d.name)
+		if err := d.dev.RestoreState(b); err != nil {
+			return fmt.Errorf("device %s: %w", d.name, err)
+		}
+	}
 	return nil
+}
+
+// restoredClock is the kvmclock value a restored guest starts from: the
+// saved value advanced by the host wall time since the save, when the state
+// says when that was. A save "in the future" (the host clock stepped back)
+// advances nothing.
+func restoredClock(st *snapshot.State, now time.Time) uint64 {
+	c := st.VM.Clock.Clock
+	if st.SavedAt != 0 {
+		if d := now.UnixNano() - st.SavedAt; d > 0 {
+			c += uint64(d)
+		}
+	}
+	return c
+}
+
+// stateful is a device whose state a snapshot carries.
+type stateful interface {
+	SaveState() ([]byte, error)
+	RestoreState(data []byte) error
+}
+
+// namedDevice is a device with its name in snapshot.State.Devices.
+type namedDevice struct {
+	name string
+	dev  stateful
+}
+
+// stateDevices lists the devices with guest-visible state, named by kind
+// and bus address: "serial@0x3f8", "i8042@0x60", "rtc@0x70", and
+// "virtio-<kind>@<mmio base>" for each virtio device. The power register
+// and the boot timer hold nothing the guest can see.
+func (m *Machine) stateDevices() []namedDevice {
+	devs := []namedDevice{
+		{fmt.Sprintf("serial@%#x", boot.COM1Port), m.Serial},
+		{fmt.Sprintf("i8042@%#x", boot.I8042Data), m.kbd},
+		{fmt.Sprintf("rtc@%#x", boot.RTCPort), m.cmos},
+	}
+	for _, s := range m.virtio {
+		devs = append(devs, namedDevice{virtioName(s), s.transport})
+	}
+	return devs
+}
+
+// DeviceNames returns the names under which Snapshot saves the machine's
+// devices, in order.
+func (m *Machine) DeviceNames() []string {
+	var names []string
+	for _, d := range m.stateDevices() {
+		names = append(names, d.name)
+	}
+	return names
+}
+
+// checkDeviceSet refuses a state whose devices are not exactly this
+// machine's, naming the first difference each way.
+func checkDeviceSet(devs []namedDevice, st *snapshot.State) error {
+	have := make(map[string]bool, len(devs))
+	var errs []error
+	for _, d := range devs {
+		have[d.name] = true
+		if _, ok := st.Device(d.name); !ok {
+			errs = append(errs, fmt.Errorf("machine has device %s, the snapshot does not", d.name))
+		}
+	}
+	for _, d := range st.Devices {
+		if !have[d.Name] {
+			errs = append(errs, fmt.Errorf("snapshot has device %s, the machine does not", d.Name))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrDeviceSet, errors.Join(errs...))
+	}
+	return nil
+}
+
+// ErrDeviceSet is returned by Restore when the machine's devices differ
+// from the snapshot's.
+var ErrDeviceSet = errors.New("device set differs from the snapshot's")
+
+// pauseDevices quiesces every device (see Pause). Idempotent.
+func (m *Machine) pauseDevices() {
+	m.devMu.Lock()
+	defer m.devMu.Unlock()
+	if m.devPaused {
+		return
+	}
+	for _, s := range m.virtio {
+		s.transport.Pause()
+	}
+	m.Serial.Pause()
+	m.kbd.Pause()
+	m.devPaused = true
+}
+
+// resumeDevices undoes pauseDevices. Idempotent.
+func (m *Machine) resumeDevices() {
+	m.devMu.Lock()
+	defer m.devMu.Unlock()
+	if !m.devPaused {
+		return
+	}
+	m.devPaused = false
+	m.kbd.Resume()
+	m.Serial.Resume()
+	for _, s := range m.virtio {
+		s.transport.Resume()
+	}
 }
 
 // restoreVCPU writes state in the order KVM needs: CPUID first (it decides

@@ -149,12 +149,14 @@ func wait(t *testing.T, what string, m *Machine, ch <-chan struct{}) {
 }
 
 // State that legitimately differs between a save and a save of its restore:
-// the TSC (MSR 0x10) and kvmclock advance with host time, and each PIT
-// channel's count_load_time is a host timestamp. Nothing else may differ.
+// the TSC (MSR 0x10) and kvmclock advance with host time, each PIT
+// channel's count_load_time is a host timestamp, and SavedAt is when each
+// save happened. Nothing else may differ, devices included.
 var volatileMSRs = map[uint32]bool{0x10: true}
 
 func comparable(s *snapshot.State) *snapshot.State {
 	c := *s
+	c.SavedAt = 0
 	c.VM.Clock = kvm.ClockData{}
 	// kvm_pit_state2: three 24-byte kvm_pit_channel_state, each ending in
 	// the s64 count_load_time.

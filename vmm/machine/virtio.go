@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/boxd-dev/boxd/virtio"
 	"github.com/boxd-dev/boxd/virtio/mmio"
 	"github.com/boxd-dev/boxd/vmm/boot"
 	"github.com/boxd-dev/boxd/vmm/kvm"
@@ -75,6 +76,19 @@ func (m *Machine) addVirtio(dev mmio.Device) error {
 		}()
 	}
 	return nil
+}
+
+// virtioName is a virtio device's name in a snapshot: its kind and MMIO
+// base, e.g. "virtio-blk@0xd0000000".
+func virtioName(s *virtioSlot) string {
+	kind := map[uint32]string{
+		virtio.DeviceNet: "net", virtio.DeviceBlock: "blk", virtio.DeviceConsole: "console",
+		virtio.DeviceEntropy: "rng", virtio.DeviceVsock: "vsock",
+	}[s.transport.Device().Type()]
+	if kind == "" {
+		kind = fmt.Sprintf("type%d", s.transport.Device().Type())
+	}
+	return fmt.Sprintf("virtio-%s@%#x", kind, s.base)
 }
 
 // virtioCmdline declares every virtio-mmio device to the guest kernel.
