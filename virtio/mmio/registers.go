@@ -296,6 +296,7 @@ func (t *Transport) activate() {
 		t.activateFailed(fmt.Errorf("mmio: activate device type %d: %w", t.dev.Type(), err))
 		return
 	}
+	t.live = qs
 	t.active.Store(true)
 }
 
