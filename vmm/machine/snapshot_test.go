@@ -1,15 +1,24 @@
 package machine
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/boxd-dev/boxd/internal/testguest"
+	"github.com/boxd-dev/boxd/virtio/blk"
+	"github.com/boxd-dev/boxd/virtio/mmio"
+	"github.com/boxd-dev/boxd/virtio/vsock"
+	"github.com/boxd-dev/boxd/vmm/boot"
 	"github.com/boxd-dev/boxd/vmm/kvm"
 	"github.com/boxd-dev/boxd/vmm/memory"
 	"github.com/boxd-dev/boxd/vmm/snapshot"
@@ -332,5 +341,244 @@ func TestSnapshotNeedsPause(t *testing.T) {
 	m.Start()
 	if _, err := m.Snapshot(); !errors.Is(err, ErrState) {
 		t.Fatalf("snapshot of a running machine: %v, want ErrState", err)
+	}
+}
+
+// Guest-physical layout of TestSnapshotDevices' driver: rings, then buffers.
+const (
+	blkRings   = 0x1000000
+	vsockRings = 0x1010000
+	bufs       = 0x1100000
+	eventBuf   = 0x1200000
+)
+
+// getID makes a virtio-blk GET_ID request available at buffer area at.
+func getID(t *testing.T, r *vring, at uint64) {
+	t.Helper()
+	hdr := make([]byte, 16)
+	binary.LittleEndian.PutUint32(hdr, blk.TypeGetID)
+	if _, err := r.ram.WriteAt(hdr, int64(at)); err != nil {
+		t.Fatal(err)
+	}
+	r.add(t, vbuf{at, 16, false}, vbuf{at + 0x20, blk.IDLen, true}, vbuf{at + 0x40, 1, true})
+}
+
+// deviceRig makes the virtio devices of TestSnapshotDevices: a disk over a
+// file in dir and a vsock device listening on dir/sock.
+func deviceRig(t *testing.T, dir, sock string) []mmio.Device {
+	t.Helper()
+	disk := filepath.Join(dir, "disk")
+	if err := os.WriteFile(disk, nil, 0o600); err != nil && !errors.Is(err, os.ErrExist) {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	b, err := blk.OpenFile(disk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := blk.New(b, blk.Config{ID: "snapshot-disk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := vsock.New(vsock.Config{GuestCID: 3, UDSPath: filepath.Join(dir, sock)})
+	if err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	return []mmio.Device{d, v}
+}
+
+// mapCopy maps m's memory file privately, for a restore.
+func mapCopy(t *testing.T, m *Machine, size uint64) *memory.RAM {
+	t.Helper()
+	f, err := dupFile(m.RAM().File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram, err := memory.MapPrivate(f, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ram
+}
+
+// A machine with a disk and a vsock device, saved with a request kicked
+// while paused: the request waits (Pause quiesces); save → restore → save
+// gives equal state, devices included; the restored machine serves the
+// request and tells the guest's vsock driver its transport was reset; the
+// original serves the request once resumed.
+func TestSnapshotDevices(t *testing.T) {
+	dir := t.TempDir()
+	load := func(mem *memory.RAM, bsp *kvm.VCPU, _ string) error {
+		if err := testguest.Load(mem, progressLoop(1<<29)); err != nil {
+			return err
+		}
+		return testguest.SetupVCPU(bsp, 3)
+	}
+	m, err := New(Config{CPUs: 1, MemMiB: 32, Load: load, Virtio: deviceRig(t, dir, "v1")})
+	if errors.Is(err, kvm.ErrNoKVM) {
+		t.Skipf("tier 2 needs /dev/kvm: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndClose(t, m) })
+	rep := attach(t, m)
+	blkBase, vsockBase := uint64(boot.VirtioMMIOBase), uint64(boot.VirtioMMIOBase+boot.VirtioMMIOStride)
+	bq := probeVirtio(t, m, blkBase, 1, blkRings)[0]
+	vq := probeVirtio(t, m, vsockBase, 3, vsockRings)
+	getID(t, bq, bufs)
+	kick(m, blkBase, 0)
+	bq.waitUsed(t, "request before the snapshot", 1)
+	vq[vsock.QueueEvent].add(t, vbuf{eventBuf, 8, true})
+	kick(m, vsockBase, vsock.QueueEvent)
+
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, "guest", m, rep.first)
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	getID(t, bq, bufs+0x100)
+	kick(m, blkBase, 0)
+	s1, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bq.usedIdx(t); n != 1 {
+		t.Fatalf("used index %d after a kick while paused, want 1: the device ran", n)
+	}
+	var names []string
+	for _, d := range s1.Devices {
+		names = append(names, d.Name)
+	}
+	want := []string{"serial@0x3f8", "i8042@0x60", "rtc@0x70", "virtio-blk@0xd0000000", "virtio-vsock@0xd0001000"}
+	if d := cmp.Diff(want, names); d != "" {
+		t.Errorf("device names (-want +got):\n%s", d)
+	}
+	if s1.SavedAt == 0 {
+		t.Error("SavedAt not set")
+	}
+	enc, err := snapshot.Encode(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := snapshot.Decode(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := Restore(Config{Virtio: deviceRig(t, dir, "v2")}, dec, mapCopy(t, m, dec.MemSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndClose(t, r) })
+	s2, err := r.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(comparable(s1), comparable(s2), cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("save → restore → save (-first +second):\n%s", d)
+	}
+
+	attach(t, r)
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rq := bq.on(r.RAM())
+	rq.waitUsed(t, "restored machine: request kicked while paused", 2)
+	id := make([]byte, blk.IDLen+0x21)
+	if _, err := r.RAM().ReadAt(id, bufs+0x120); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(bytes.TrimRight(id[:blk.IDLen], "\x00")); got != "snapshot-disk" || id[0x20] != blk.StatusOK {
+		t.Errorf("restored machine's GET_ID: %q, status %d", got, id[0x20])
+	}
+	vq[vsock.QueueEvent].on(r.RAM()).waitUsed(t, "restored machine: vsock event", 1)
+	ev := make([]byte, 4)
+	if _, err := r.RAM().ReadAt(ev, eventBuf); err != nil {
+		t.Fatal(err)
+	}
+	if id := binary.LittleEndian.Uint32(ev); id != 0 {
+		t.Errorf("vsock event id %d, want 0 (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET)", id)
+	}
+
+	if err := m.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	bq.waitUsed(t, "resumed original: request kicked while paused", 2)
+	if n := vq[vsock.QueueEvent].usedIdx(t); n != 0 {
+		t.Errorf("original's vsock sent %d events, want none", n)
+	}
+}
+
+// Restore refuses a state whose devices are not the machine's, and one
+// whose device blob is corrupt, naming the device.
+func TestRestoreDeviceMismatch(t *testing.T) {
+	dir := t.TempDir()
+	m, err := New(Config{CPUs: 1, MemMiB: 16, Load: programLoader(testguest.Spin), Virtio: deviceRig(t, dir, "v1")})
+	if errors.Is(err, kvm.ErrNoKVM) {
+		t.Skipf("tier 2 needs /dev/kvm: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopAndClose(t, m) })
+	st, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupt := *st
+	corrupt.Devices = append([]snapshot.Device(nil), st.Devices...)
+	for i, d := range corrupt.Devices {
+		if d.Name == "virtio-blk@0xd0000000" {
+			corrupt.Devices[i].Data = append([]byte{9}, d.Data[1:]...)
+		}
+	}
+	swapped := func() []mmio.Device { d := deviceRig(t, dir, "v2"); return []mmio.Device{d[1], d[0]} }
+	for _, tc := range []struct {
+		name  string
+		devs  func() []mmio.Device
+		st    *snapshot.State
+		wants []string
+	}{
+		{"missing", func() []mmio.Device { return nil }, st, []string{"snapshot has device virtio-blk@0xd0000000", "virtio-vsock@0xd0001000"}},
+		{"swapped", swapped, st, []string{"machine has device virtio-vsock@0xd0000000", "snapshot has device virtio-blk@0xd0000000"}},
+		{"extra", func() []mmio.Device { return append(deviceRig(t, dir, "v3"), &fakeDev{}) }, st, []string{"machine has device virtio-blk@0xd0002000"}},
+		{"corrupt", func() []mmio.Device { return deviceRig(t, dir, "v4") }, &corrupt, []string{"device virtio-blk@0xd0000000", "unknown state version"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Restore(Config{Virtio: tc.devs()}, tc.st, mapCopy(t, m, st.MemSize))
+			if err == nil {
+				r.Close()
+				t.Fatal("restore accepted")
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// The kvmclock of a restored guest advances by the host time since the save.
+func TestRestoredClock(t *testing.T) {
+	now := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		savedAt int64
+		want    uint64
+	}{
+		{0, 5000},                          // unknown: as saved
+		{now.UnixNano() - 3e9, 5000 + 3e9}, // saved 3 s ago
+		{now.UnixNano() + 1e9, 5000},       // in the future: no change
+	} {
+		st := &snapshot.State{SavedAt: tc.savedAt, VM: snapshot.VM{Clock: kvm.ClockData{Clock: 5000}}}
+		if got := restoredClock(st, now); got != tc.want {
+			t.Errorf("SavedAt %d: clock %d, want %d", tc.savedAt, got, tc.want)
+		}
 	}
 }

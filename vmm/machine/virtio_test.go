@@ -3,8 +3,10 @@ package machine
 import (
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/boxd-dev/boxd/devices/power"
 	"github.com/boxd-dev/boxd/internal/testguest"
@@ -91,4 +93,136 @@ func TestVirtioKickThroughIOEventFD(t *testing.T) {
 	if dev.resets == 0 {
 		t.Error("device not reset on close")
 	}
+}
+
+// vring is a minimal guest driver for one split queue of vringSize entries
+// in guest RAM, played by the test: descriptors at desc, the available ring
+// at avail, the used ring at used.
+type vring struct {
+	ram               *memory.RAM
+	desc, avail, used uint64
+	nextDesc, idx     uint16
+}
+
+const vringSize = 16
+
+// vbuf is one buffer of a chain.
+type vbuf struct {
+	addr  uint64
+	len   uint32
+	write bool
+}
+
+// add makes a chain of bufs available (no notification).
+func (r *vring) add(t *testing.T, bufs ...vbuf) {
+	t.Helper()
+	head := r.nextDesc
+	for i, b := range bufs {
+		var d [16]byte
+		binary.LittleEndian.PutUint64(d[0:], b.addr)
+		binary.LittleEndian.PutUint32(d[8:], b.len)
+		var flags uint16
+		if b.write {
+			flags |= 2
+		}
+		if i < len(bufs)-1 {
+			flags |= 1
+			binary.LittleEndian.PutUint16(d[14:], (r.nextDesc+1)%vringSize)
+		}
+		binary.LittleEndian.PutUint16(d[12:], flags)
+		if _, err := r.ram.WriteAt(d[:], int64(r.desc+16*uint64(r.nextDesc))); err != nil {
+			t.Fatal(err)
+		}
+		r.nextDesc = (r.nextDesc + 1) % vringSize
+	}
+	var e [2]byte
+	binary.LittleEndian.PutUint16(e[:], head)
+	if _, err := r.ram.WriteAt(e[:], int64(r.avail+4+2*uint64(r.idx%vringSize))); err != nil {
+		t.Fatal(err)
+	}
+	r.idx++
+	if err := queue.StoreIndex(r.ram, r.avail+2, r.idx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// usedIdx is the device's used index.
+func (r *vring) usedIdx(t *testing.T) uint16 {
+	t.Helper()
+	v, err := queue.LoadIndex(r.ram, r.used+2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// waitUsed polls the used index until it reaches n: the device runs on its
+// own goroutine and the guest's interrupt goes to KVM, not to the test. The
+// deadline only guards against a hang.
+func (r *vring) waitUsed(t *testing.T, what string, n uint16) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.usedIdx(t) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: used index %d, want %d", what, r.usedIdx(t), n)
+		}
+		runtime.Gosched()
+	}
+}
+
+// on returns the same ring seen through another machine's RAM.
+func (r *vring) on(ram *memory.RAM) *vring { c := *r; c.ram = ram; return &c }
+
+// probeVirtio plays the guest driver's initialization of the virtio-mmio
+// device at base over the MMIO bus, accepting only VIRTIO_F_VERSION_1, with
+// nq queues of vringSize entries laid out from region on.
+func probeVirtio(t *testing.T, m *Machine, base uint64, nq int, region uint64) []*vring {
+	t.Helper()
+	w := func(off uint64, v uint32) {
+		var b [4]byte
+		binary.LittleEndian.PutUint32(b[:], v)
+		if !m.MMIO.Write(base+off, b[:]) {
+			t.Fatalf("no device at %#x", base+off)
+		}
+	}
+	status := virtio.StatusAcknowledge | virtio.StatusDriver
+	w(mmio.RegStatus, virtio.StatusAcknowledge)
+	w(mmio.RegStatus, status)
+	w(mmio.RegDriverFeaturesSel, 1)
+	w(mmio.RegDriverFeatures, 1) // VERSION_1 is bit 32
+	w(mmio.RegDriverFeaturesSel, 0)
+	w(mmio.RegDriverFeatures, 0)
+	status |= virtio.StatusFeaturesOK
+	w(mmio.RegStatus, status)
+	var rings []*vring
+	for q := range nq {
+		r := &vring{ram: m.RAM(), desc: region + uint64(q)*0x3000}
+		r.avail, r.used = r.desc+0x100, r.desc+0x1000
+		zero := make([]byte, 0x2000)
+		if _, err := m.RAM().WriteAt(zero, int64(r.desc)); err != nil {
+			t.Fatal(err)
+		}
+		w(mmio.RegQueueSel, uint32(q))
+		w(mmio.RegQueueNum, vringSize)
+		w(mmio.RegQueueDescLow, uint32(r.desc))
+		w(mmio.RegQueueDriverLow, uint32(r.avail))
+		w(mmio.RegQueueDeviceLow, uint32(r.used))
+		w(mmio.RegQueueReady, 1)
+		rings = append(rings, r)
+	}
+	w(mmio.RegStatus, status|virtio.StatusDriverOK)
+	var b [4]byte
+	m.MMIO.Read(base+mmio.RegStatus, b[:])
+	if s := binary.LittleEndian.Uint32(b[:]); s&virtio.StatusDriverOK == 0 || s&virtio.StatusDeviceNeedsReset != 0 {
+		t.Fatalf("device at %#x not running: status %#x", base, s)
+	}
+	return rings
+}
+
+// kick writes QueueNotify for queue q through the bus, as a guest store
+// that missed the ioeventfd would.
+func kick(m *Machine, base uint64, q uint32) {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], q)
+	m.MMIO.Write(base+mmio.NotifyOffset, b[:])
 }
