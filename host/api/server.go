@@ -20,6 +20,13 @@ type Backend interface {
 	Get(ctx context.Context, name string) (VM, error)
 	Destroy(ctx context.Context, name string) error
 	Reboot(ctx context.Context, name string) (VM, error)
+	// Suspend pauses a running VM in memory or saves it to disk; Resume
+	// runs a suspended VM again.
+	Suspend(ctx context.Context, name string, req SuspendRequest) (VM, error)
+	Resume(ctx context.Context, name string) (VM, error)
+	// Fork copies a VM (see ForkRequest). An error means no copy was
+	// attempted; copies that failed are in ForkResult.Errors.
+	Fork(ctx context.Context, name string, req ForkRequest) (ForkResult, error)
 	// Exec starts a command. With openStdin the Process has a Stdin;
 	// otherwise the command's stdin is empty (req.Stdin, if set, is it).
 	Exec(ctx context.Context, name string, req ExecRequest, openStdin bool) (Process, error)
@@ -64,6 +71,9 @@ func NewServer(b Backend, logf func(format string, args ...any)) *Server {
 	s.route("/v1/vms", map[string]http.HandlerFunc{"GET": s.list, "POST": s.create, "DELETE": s.destroyMany})
 	s.route("/v1/vms/{name}", map[string]http.HandlerFunc{"GET": s.inspect, "DELETE": s.destroyOne})
 	s.route("/v1/vms/{name}/reboot", map[string]http.HandlerFunc{"POST": s.reboot})
+	s.route("/v1/vms/{name}/suspend", map[string]http.HandlerFunc{"POST": s.suspend})
+	s.route("/v1/vms/{name}/resume", map[string]http.HandlerFunc{"POST": s.resume})
+	s.route("/v1/vms/{name}/fork", map[string]http.HandlerFunc{"POST": s.fork})
 	s.route("/v1/vms/{name}/exec", map[string]http.HandlerFunc{"POST": s.exec})
 	s.route("/v1/vms/{name}/logs", map[string]http.HandlerFunc{"GET": s.logs})
 	s.route("/v1/vms/{name}/files", map[string]http.HandlerFunc{"GET": s.download, "PUT": s.upload})
@@ -166,6 +176,50 @@ func (s *Server) reboot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, vm)
+}
+
+func (s *Server) suspend(w http.ResponseWriter, r *http.Request) {
+	req, err := DecodeSuspend(r.Body)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	vm, err := s.b.Suspend(r.Context(), r.PathValue("name"), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vm)
+}
+
+func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
+	vm, err := s.b.Resume(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vm)
+}
+
+func (s *Server) fork(w http.ResponseWriter, r *http.Request) {
+	req, err := DecodeFork(r.Body)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := s.b.Fork(r.Context(), r.PathValue("name"), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if res.VMs == nil {
+		res.VMs = []VM{}
+	}
+	status := http.StatusCreated
+	if len(res.VMs) == 0 {
+		status = http.StatusOK // nothing was created; Errors say why
+	}
+	writeJSON(w, status, res)
 }
 
 func (s *Server) destroyOne(w http.ResponseWriter, r *http.Request) {

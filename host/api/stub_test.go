@@ -111,6 +111,35 @@ func (s *stub) WriteFile(_ context.Context, name, _ string, _ fs.FileMode, r io.
 	return io.Copy(io.Discard, r)
 }
 
+func (s *stub) Suspend(_ context.Context, name string, req SuspendRequest) (VM, error) {
+	if err := s.has(name); err != nil {
+		return VM{}, err
+	}
+	state := "suspended"
+	if req.ToDisk {
+		state = "suspended-to-disk"
+	}
+	return VM{Name: name, State: state}, nil
+}
+
+func (s *stub) Resume(_ context.Context, name string) (VM, error) {
+	if err := s.has(name); err != nil {
+		return VM{}, err
+	}
+	return VM{Name: name, State: "running"}, nil
+}
+
+func (s *stub) Fork(_ context.Context, name string, req ForkRequest) (ForkResult, error) {
+	if err := s.has(name); err != nil {
+		return ForkResult{}, err
+	}
+	res := ForkResult{Source: name, Kind: "fork"}
+	for _, n := range req.Names() {
+		res.VMs = append(res.VMs, VM{Name: n, State: "running"})
+	}
+	return res, nil
+}
+
 func (s *stub) Version() VersionInfo { return VersionInfo{Version: "stub", API: Version} }
 
 type stubProc struct {

@@ -31,6 +31,8 @@ const (
 	maxTerm    = 64
 	// MaxTimeoutMs bounds exec timeouts (30 days).
 	MaxTimeoutMs = 30 * 24 * 3600 * 1000
+	// MaxForkCount bounds one fork request's copies (quotas still apply).
+	MaxForkCount = 64
 )
 
 // ValidName checks that name is a DNS label: 1 to 63 lowercase letters,
@@ -75,7 +77,45 @@ func (r *CreateRequest) Validate() error {
 	case r.DiskGiB < 0 || r.DiskGiB > MaxDiskGiB:
 		return Errorf(CodeInvalid, "disk_gib %d: want %d..%d", r.DiskGiB, quota.MinDiskGiB, MaxDiskGiB)
 	}
+	if r.From != "" {
+		if err := ValidName(r.From); err != nil {
+			return Errorf(CodeInvalid, "from: %s", AsError(err).Message)
+		}
+	}
 	return nil
+}
+
+// Validate checks a fork request: the count, and the names it implies.
+func (r *ForkRequest) Validate() error {
+	if r.Count < 0 || r.Count > MaxForkCount {
+		return Errorf(CodeInvalid, "count %d: want 1..%d", r.Count, MaxForkCount).WithHint("fork in several requests for more")
+	}
+	for _, n := range r.Names() {
+		if n == "" {
+			continue
+		}
+		if err := ValidName(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Names returns the copies' names: Name for one, Name-1 ... Name-N for
+// more, "" (generate one) for each when Name is empty.
+func (r *ForkRequest) Names() []string {
+	n := max(r.Count, 1)
+	names := make([]string, n)
+	for i := range names {
+		switch {
+		case r.Name == "":
+		case n == 1:
+			names[i] = r.Name
+		default:
+			names[i] = r.Name + "-" + strconv.Itoa(i+1)
+		}
+	}
+	return names
 }
 
 // Validate checks an exec request; streaming says whether it opens a
@@ -192,6 +232,34 @@ func DecodeCreate(r io.Reader) (CreateRequest, error) {
 		return CreateRequest{}, err
 	}
 	return req, req.Validate()
+}
+
+// DecodeFork decodes and validates a fork request; an empty body is a
+// fork of one copy with a generated name.
+func DecodeFork(r io.Reader) (ForkRequest, error) {
+	var req ForkRequest
+	if err := decodeOptional(r, &req); err != nil {
+		return ForkRequest{}, err
+	}
+	return req, req.Validate()
+}
+
+// DecodeSuspend decodes a suspend request; an empty body suspends in memory.
+func DecodeSuspend(r io.Reader) (SuspendRequest, error) {
+	var req SuspendRequest
+	return req, decodeOptional(r, &req)
+}
+
+// decodeOptional is DecodeJSON that takes an empty body as the zero value.
+func decodeOptional(r io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(r, MaxBody+1))
+	if err != nil {
+		return Errorf(CodeInvalid, "read request: %v", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	return DecodeJSON(bytes.NewReader(data), v)
 }
 
 // DecodeExec decodes and validates an exec request.

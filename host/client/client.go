@@ -202,6 +202,29 @@ func (c *Client) Reboot(ctx context.Context, name string) (api.VM, error) {
 	return vm, err
 }
 
+// Suspend pauses a running VM in memory or, with toDisk, saves it to a
+// snapshot and ends its monitor.
+func (c *Client) Suspend(ctx context.Context, name string, toDisk bool) (api.VM, error) {
+	var vm api.VM
+	err := c.call(ctx, "POST", vmPath(name, "/suspend"), nil, api.SuspendRequest{ToDisk: toDisk}, &vm)
+	return vm, err
+}
+
+// Resume runs a suspended VM again and returns it once it answers.
+func (c *Client) Resume(ctx context.Context, name string) (api.VM, error) {
+	var vm api.VM
+	err := c.call(ctx, "POST", vmPath(name, "/resume"), nil, nil, &vm)
+	return vm, err
+}
+
+// Fork copies a VM. Copies that failed their checks are in the result's
+// Errors; an error means none was attempted.
+func (c *Client) Fork(ctx context.Context, name string, req api.ForkRequest) (api.ForkResult, error) {
+	var res api.ForkResult
+	err := c.call(ctx, "POST", vmPath(name, "/fork"), nil, req, &res)
+	return res, err
+}
+
 // Exec runs a command to completion and returns its output and status (the
 // non-streaming mode: each output is capped at api.MaxOutput).
 func (c *Client) Exec(ctx context.Context, name string, req api.ExecRequest) (api.ExecResult, error) {

@@ -139,6 +139,15 @@ func runningOrErr(vm store.VM) error {
 		return nil
 	case store.Creating, store.Booting:
 		return api.Errorf(api.CodeState, "VM %q is %s", vm.Name, vm.State).WithHint("wait for it to be running (`boxd ls`), or see `boxd logs %s`", vm.Name)
+	case store.Suspended, store.SuspendedDisk:
+		msg := fmt.Sprintf("VM %q is suspended: boxd resume %s", vm.Name, vm.Name)
+		if vm.State == store.SuspendedDisk {
+			msg = fmt.Sprintf("VM %q is suspended to disk: boxd resume %s", vm.Name, vm.Name)
+		}
+		if vm.Error != "" {
+			msg += " (last resume failed: " + vm.Error + ")"
+		}
+		return (&api.Error{Code: api.CodeState, Message: msg}).WithHint("resume it with `boxd resume %s`, or fork it with `boxd fork %s`", vm.Name, vm.Name)
 	case store.Stopped, store.Crashed:
 		msg := fmt.Sprintf("VM %q is %s", vm.Name, vm.State)
 		if vm.Error != "" {

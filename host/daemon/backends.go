@@ -58,4 +58,20 @@ type Storage interface {
 	// DeleteDisk deletes the disk of vmID. A disk that does not exist is not
 	// an error.
 	DeleteDisk(ctx context.Context, vmID string) error
+	// CloneDisk creates dstID's disk as a copy of srcID's as it is now,
+	// as cheaply as the filesystem allows. Nothing writes the source
+	// meanwhile: its VM is paused (live: its monitor has the disk open)
+	// or has no monitor. The source's disk keeps its path.
+	CloneDisk(ctx context.Context, srcID, dstID string, live bool) (DiskClone, error)
+}
+
+// DiskClone is a disk made by CloneDisk and what it cost.
+type DiskClone struct {
+	Path string
+	// Method is "reflink" (FICLONE: O(1)), "cow-layer" (the source's
+	// overlay frozen as a shared layer under two new ones: O(1)) or "copy"
+	// (the source overlay's written clusters copied: O(data written)).
+	Method string
+	// CopiedBytes is what Method "copy" copied.
+	CopiedBytes int64
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/boxd-dev/boxd/agent"
 	"github.com/boxd-dev/boxd/guest-init/cmdline"
 	"github.com/boxd-dev/boxd/host/api"
 	"github.com/boxd-dev/boxd/host/quota"
@@ -35,6 +36,10 @@ func (d *Daemon) Create(ctx context.Context, req api.CreateRequest) (api.VM, err
 		return api.VM{}, err
 	}
 	defer d.ops.Done()
+	if req.From != "" {
+		return d.createFrom(ctx, req)
+	}
+	start := time.Now()
 	size, err := d.limits.Resolve(quota.Size{CPUs: req.CPUs, MemMiB: req.MemMiB, DiskGiB: req.DiskGiB})
 	if err != nil {
 		return api.VM{}, quotaErr(err)
@@ -53,7 +58,7 @@ func (d *Daemon) Create(ctx context.Context, req api.CreateRequest) (api.VM, err
 
 	vm, err = d.provision(ctx, vm)
 	if err == nil {
-		vm, err = d.boot(ctx, rt, vm)
+		vm, err = d.boot(ctx, rt, vm, "")
 	}
 	if err != nil {
 		if uerr := d.undo(vm); uerr != nil {
@@ -63,7 +68,9 @@ func (d *Daemon) Create(ctx context.Context, req api.CreateRequest) (api.VM, err
 		d.forget(rt)
 		return api.VM{}, err
 	}
-	return view(vm), nil
+	v := view(vm)
+	v.Timing = &api.Timing{TotalMs: ms(time.Since(start))}
+	return v, nil
 }
 
 func quotaErr(err error) error {
@@ -101,7 +108,8 @@ func (d *Daemon) reserve(name string, size quota.Size) (store.VM, *vmRuntime, er
 	vm := store.VM{
 		Name: name, ID: id, State: store.Creating,
 		CPUs: size.CPUs, MemMiB: size.MemMiB, DiskGiB: size.DiskGiB, CID: cid,
-		Dir: filepath.Join(d.cfg.StateDir, "vms", id), Created: time.Now().UTC(),
+		Dir: filepath.Join(d.cfg.StateDir, "vms", id), MemDir: filepath.Join(d.cfg.MemDir, id),
+		Created: time.Now().UTC(),
 	}
 	if err := d.st.Create(vm, d.limits.CheckCount); err != nil {
 		if errors.Is(err, store.ErrExists) {
@@ -181,6 +189,7 @@ func (d *Daemon) spec(vm store.VM) supervisor.Spec {
 		Disks: []supervisor.Disk{{Path: vm.DiskPath}},
 		CID:   vm.CID, VsockPath: vsockPath(vm),
 		ConsolePath: consolePath(vm), LogPath: monitorLog(vm), ResultPath: resultPath(vm),
+		MemDir: vm.MemDir, ControlPath: controlPath(vm),
 	}
 	if l := vm.Lease; l != nil {
 		c.Address, c.Gateway, c.DNS = l.Address, l.Gateway, l.DNS
@@ -190,24 +199,42 @@ func (d *Daemon) spec(vm store.VM) supervisor.Spec {
 	return s
 }
 
-// boot starts vm's monitor and waits for its agent; vm's runtime is locked.
-// On success the VM is Running; on failure no monitor of it runs.
-func (d *Daemon) boot(ctx context.Context, rt *vmRuntime, vm store.VM) (store.VM, error) {
+// boot starts vm's monitor — booting the kernel, or with restore resuming
+// that snapshot directory — and waits for its agent; vm's runtime is
+// locked. On success the VM is Running; on failure no monitor of it runs.
+func (d *Daemon) boot(ctx context.Context, rt *vmRuntime, vm store.VM, restore string) (store.VM, error) {
+	vm, c, err := d.startMonitor(ctx, rt, vm, restore)
+	if err != nil {
+		return vm, err
+	}
+	rt.setAgent(c)
+	return d.update(vm.Name, func(v *store.VM) { v.State = store.Running })
+}
+
+// startMonitor starts vm's monitor and returns the agent once it answers,
+// leaving the state as it is; on failure no monitor of vm runs.
+func (d *Daemon) startMonitor(ctx context.Context, rt *vmRuntime, vm store.VM, restore string) (store.VM, *agent.Client, error) {
 	spec := d.spec(vm)
+	spec.Restore = restore
 	// A socket file left by an earlier monitor would make the new one fail
 	// to listen.
-	if err := os.Remove(spec.VsockPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return vm, err
+	for _, p := range []string{spec.VsockPath, spec.ControlPath} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return vm, nil, err
+		}
+	}
+	if err := d.freshMemDir(vm); err != nil {
+		return vm, nil, api.Errorf(api.CodeInternal, "memory folder of %q: %v", vm.Name, err)
 	}
 	id, err := d.sup.Start(spec)
 	if err != nil {
-		return vm, api.Errorf(api.CodeInternal, "start monitor of %q: %v", vm.Name, err)
+		return vm, nil, api.Errorf(api.CodeInternal, "start monitor of %q: %v", vm.Name, err)
 	}
 	mon := &store.Monitor{PID: id.PID, StartTime: id.StartTime, BootID: id.BootID}
 	vm, err = d.update(vm.Name, func(v *store.VM) { v.Monitor, v.Started, v.Error = mon, time.Now().UTC(), "" })
 	if err != nil {
 		d.sup.Stop(context.Background(), vm.ID)
-		return vm, err
+		return vm, nil, err
 	}
 	bctx, cancel := context.WithTimeout(ctx, d.cfg.BootTimeout)
 	defer cancel()
@@ -216,12 +243,34 @@ func (d *Daemon) boot(ctx context.Context, rt *vmRuntime, vm store.VM) (store.VM
 		if d.isClosed() && vm.State != store.Creating {
 			// The daemon is going away, not the VM: its monitor stays
 			// recorded, and the next daemon adopts it and waits on.
-			return vm, err
+			return vm, nil, err
 		}
-		return d.bootFailed(vm, spec, err)
+		vm, err = d.bootFailed(vm, spec, err)
+		return vm, nil, err
 	}
-	rt.setAgent(c)
-	return d.update(vm.Name, func(v *store.VM) { v.State = store.Running })
+	return vm, c, nil
+}
+
+// freshMemDir empties vm's memory folder for a new monitor: a memory file
+// left by an earlier monitor is never the new guest's.
+func (d *Daemon) freshMemDir(vm store.VM) error {
+	if vm.MemDir == "" {
+		return nil
+	}
+	if err := os.RemoveAll(vm.MemDir); err != nil {
+		return err
+	}
+	return os.MkdirAll(vm.MemDir, 0o700)
+}
+
+// dropMemDir deletes vm's memory folder once no monitor of it runs.
+func (d *Daemon) dropMemDir(vm store.VM) {
+	if vm.MemDir == "" {
+		return
+	}
+	if err := os.RemoveAll(vm.MemDir); err != nil {
+		d.cfg.Logf("%s: remove memory folder: %v", vm.Name, err)
+	}
 }
 
 // bootFailed stops a monitor whose guest did not come up and explains why,
@@ -250,6 +299,9 @@ func (d *Daemon) bootFailed(vm store.VM, spec supervisor.Spec, cause error) (sto
 	vm, err := d.update(vm.Name, func(v *store.VM) { v.Monitor, v.Error = nil, why })
 	if err != nil {
 		return vm, err
+	}
+	if spec.Restore != "" {
+		return vm, api.Errorf(api.CodeUnavailable, "VM %q did not resume from %s: %s", vm.Name, spec.Restore, why)
 	}
 	e := api.Errorf(api.CodeUnavailable, "VM %q did not boot: %s", vm.Name, why)
 	if vm.State == store.Creating {
@@ -325,6 +377,11 @@ func (d *Daemon) undo(vm store.VM) error {
 	}
 	if vm.Dir != "" {
 		if err := os.RemoveAll(vm.Dir); err != nil {
+			return err
+		}
+	}
+	if vm.MemDir != "" {
+		if err := os.RemoveAll(vm.MemDir); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/boxd-dev/boxd/agent"
 	"github.com/boxd-dev/boxd/host/api"
 	"github.com/boxd-dev/boxd/host/quota"
 	"github.com/boxd-dev/boxd/host/store"
@@ -37,14 +38,27 @@ type Config struct {
 	// 60 s); StopTimeout bounds a monitor's orderly stop before SIGKILL
 	// (default 10 s).
 	BootTimeout, StopTimeout time.Duration
+	// MemDir is the folder on tmpfs under which each VM's monitor keeps its
+	// guest memory (MemDir/ID, boxd vmm --mem-dir) and forks write their
+	// snapshots (MemDir/forks): one filesystem, so a child's monitor can
+	// hard-link the layers it maps. Default /dev/shm/boxd.
+	MemDir string
+	// Probe reads what a fork's verification checks in a guest; nil runs
+	// probeScript through the agent. vmDir is the VM's folder (where its
+	// vsock socket is). Tests substitute a probe of their fake guest.
+	Probe func(ctx context.Context, c *agent.Client, vmDir string) (GuestFacts, error)
+	// ClockSkew is how far a fork's guest clock may be from the host's
+	// after its fix-ups (default 2 s).
+	ClockSkew time.Duration
 	// Version is what GET /v1/version reports.
 	Version api.VersionInfo
 	// Logf logs what no client sees (default: discard).
 	Logf func(format string, args ...any)
 }
 
-// maxStateDir keeps vms/ID/vsock.sock under the 108-byte Unix socket limit.
-const maxStateDir = 100 - len("/vms/0123456789ab/vsock.sock")
+// maxStateDir keeps vms/ID/control.sock (the longest of the VM's sockets)
+// under the 108-byte Unix socket limit.
+const maxStateDir = 100 - len("/vms/0123456789ab/control.sock")
 
 // Daemon is boxd's host daemon. It implements api.Backend.
 type Daemon struct {
@@ -100,8 +114,22 @@ func Open(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "vms"), 0o700); err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+	if cfg.MemDir == "" {
+		cfg.MemDir = "/dev/shm/boxd"
+	}
+	if cfg.MemDir, err = filepath.Abs(cfg.MemDir); err != nil {
+		return nil, err
+	}
+	if cfg.Probe == nil {
+		cfg.Probe = probeGuest
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 2 * time.Second
+	}
+	for _, p := range []string{filepath.Join(dir, "vms"), filepath.Join(cfg.MemDir, forksDir)} {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
 	}
 	st, err := store.Open(filepath.Join(dir, "boxd.db"), time.Second)
 	if err != nil {
@@ -263,3 +291,8 @@ func consolePath(vm store.VM) string { return filepath.Join(vm.Dir, "console.log
 func monitorLog(vm store.VM) string  { return filepath.Join(vm.Dir, "monitor.log") }
 func vsockPath(vm store.VM) string   { return filepath.Join(vm.Dir, "vsock.sock") }
 func resultPath(vm store.VM) string  { return filepath.Join(vm.Dir, "result.json") }
+func controlPath(vm store.VM) string { return filepath.Join(vm.Dir, "control.sock") }
+
+// forksDir, under Config.MemDir, holds the snapshot directories of forks in
+// progress (each deleted once its children run).
+const forksDir = "forks"

@@ -8,8 +8,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"testing"
+	"time"
 
+	"github.com/boxd-dev/boxd/agent"
 	"github.com/boxd-dev/boxd/host/daemon"
+	"github.com/boxd-dev/boxd/internal/fakevmm"
 )
 
 // fakeNetwork hands out leases from 10.77.0.0/24 (lowest free address
@@ -89,9 +93,10 @@ func mapValues[K comparable, V any](m map[K]V) func(func(V) bool) {
 
 // fakeStorage makes sparse files in a folder.
 type fakeStorage struct {
-	dir    string
-	mu     sync.Mutex
-	events []string
+	dir       string
+	mu        sync.Mutex
+	events    []string
+	failClone error // guarded by mu
 }
 
 func (s *fakeStorage) path(vmID string) string { return filepath.Join(s.dir, vmID+".img") }
@@ -119,6 +124,34 @@ func (s *fakeStorage) DeleteDisk(_ context.Context, vmID string) error {
 	return err
 }
 
+func (s *fakeStorage) CloneDisk(_ context.Context, src, dst string, live bool) (daemon.DiskClone, error) {
+	s.mu.Lock()
+	s.events = append(s.events, fmt.Sprintf("clone %s %s live=%v", src, dst, live))
+	fail := s.failClone
+	s.mu.Unlock()
+	if fail != nil {
+		return daemon.DiskClone{}, fail
+	}
+	// The fake's disks are sparse and empty: a clone of the same size is
+	// a faithful copy.
+	fi, err := os.Stat(s.path(src))
+	if err != nil {
+		return daemon.DiskClone{}, err
+	}
+	f, err := os.OpenFile(s.path(dst), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return daemon.DiskClone{}, err
+	}
+	defer f.Close()
+	return daemon.DiskClone{Path: f.Name(), Method: "copy"}, f.Truncate(fi.Size())
+}
+
+func (s *fakeStorage) setFailClone(err error) {
+	s.mu.Lock()
+	s.failClone = err
+	s.mu.Unlock()
+}
+
 func (s *fakeStorage) Events() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -128,4 +161,43 @@ func (s *fakeStorage) Events() []string {
 func (s *fakeStorage) Exists(vmID string) bool {
 	_, err := os.Stat(s.path(vmID))
 	return err == nil
+}
+
+// fakeProbe reads the fake guest's identity through its agent, as the real
+// probe reads a Linux guest's. probeHook, if set, may alter the facts
+// (a test's way to make one copy fail a check).
+func fakeProbe(ctx context.Context, c *agent.Client, vmDir string) (daemon.GuestFacts, error) {
+	sent := time.Now()
+	g, err := fakevmm.ReadGuest(ctx, c, vmDir)
+	if err != nil {
+		return daemon.GuestFacts{}, err
+	}
+	f := daemon.GuestFacts{Hostname: g.Hostname, Time: g.Time(), Sent: sent, Received: time.Now(), Random: g.Random()}
+	if p, err := netip.ParsePrefix(g.Address); err == nil {
+		f.Addrs = []netip.Addr{p.Addr()}
+	}
+	probeMu.Lock()
+	hook := probeHook
+	probeMu.Unlock()
+	if hook != nil {
+		hook(&f)
+	}
+	return f, nil
+}
+
+var (
+	probeMu   sync.Mutex
+	probeHook func(*daemon.GuestFacts) // guarded by probeMu
+)
+
+// setProbeHook installs hook for the test's duration.
+func setProbeHook(t testing.TB, hook func(*daemon.GuestFacts)) {
+	probeMu.Lock()
+	probeHook = hook
+	probeMu.Unlock()
+	t.Cleanup(func() {
+		probeMu.Lock()
+		probeHook = nil
+		probeMu.Unlock()
+	})
 }

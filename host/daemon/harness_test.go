@@ -72,6 +72,7 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	h := &harness{t: t, dir: dir, net: newFakeNetwork(), stor: &fakeStorage{dir: disks}, pids: map[int]bool{}}
 	h.cfg = daemon.Config{
 		StateDir: filepath.Join(dir, "state"),
+		MemDir:   filepath.Join(dir, "mem"),
 		Kernel:   kernel,
 		Network:  h.net,
 		Storage:  h.stor,
@@ -80,6 +81,7 @@ func newHarness(t testing.TB, opts ...option) *harness {
 		// must not fail the test; nothing waits for this unless it fails.
 		BootTimeout: 30 * time.Second,
 		Version:     api.VersionInfo{Version: "test", GoVersion: "go"},
+		Probe:       fakeProbe,
 		Logf:        t.Logf,
 	}
 	for _, o := range opts {

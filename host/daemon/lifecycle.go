@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/boxd-dev/boxd/host/api"
@@ -13,8 +14,9 @@ import (
 
 // Monitor exit statuses (see cli/vmm.go).
 const (
-	exitPoweroff = 0
-	exitReboot   = 3
+	exitPoweroff  = 0
+	exitReboot    = 3
+	exitSuspended = 5
 )
 
 // onExit is the supervisor's report of a monitor's end.
@@ -61,6 +63,20 @@ func (d *Daemon) settle(rt *vmRuntime, vm store.VM, e supervisor.Exit) {
 		d.background(func() { d.restart(rt, vm.ID) })
 		return
 	}
+	d.dropMemDir(vm)
+	if e.Status == exitSuspended && vm.Suspending != "" {
+		// A suspend to disk whose requester did not see it through (the
+		// daemon restarted meanwhile): the snapshot is complete, since the
+		// monitor exits 5 only after writing it. The lease stays with the
+		// VM for its resume.
+		if _, err := d.update(vm.Name, func(v *store.VM) {
+			v.LastExit, v.Monitor, v.State, v.Error = last, nil, store.SuspendedDisk, ""
+			v.Snapshot, v.Suspending = v.Suspending, ""
+		}); err != nil {
+			d.cfg.Logf("%s: record suspend: %v", vm.Name, err)
+		}
+		return
+	}
 	state, why := store.Crashed, describeExit(e)
 	if e.Status == exitPoweroff {
 		state, why = store.Stopped, ""
@@ -70,6 +86,7 @@ func (d *Daemon) settle(rt *vmRuntime, vm store.VM, e supervisor.Exit) {
 	freed := d.freeLease(vm)
 	if _, err := d.update(vm.Name, func(v *store.VM) {
 		v.LastExit, v.Monitor, v.State, v.Error = last, nil, state, why
+		v.Suspending = ""
 		if freed {
 			v.Lease = nil
 		}
@@ -119,7 +136,7 @@ func (d *Daemon) restart(rt *vmRuntime, id string) {
 	defer cancel()
 	rt.setCancel(cancel)
 	defer rt.setCancel(nil)
-	if _, err := d.boot(ctx, rt, vm); err != nil {
+	if _, err := d.boot(ctx, rt, vm, ""); err != nil {
 		if d.isClosed() {
 			return // left Booting: the next daemon restarts it
 		}
@@ -161,7 +178,7 @@ func (d *Daemon) reattach(ctx context.Context, vm store.VM) {
 		}
 		d.forget(rt)
 		return
-	case store.Stopped, store.Crashed:
+	case store.Stopped, store.Crashed, store.SuspendedDisk:
 		return
 	}
 	if vm.Monitor == nil {
@@ -190,6 +207,9 @@ func (d *Daemon) reattach(ctx context.Context, vm store.VM) {
 		defer rt.mu.Unlock()
 		d.settle(rt, vm, e)
 		return
+	}
+	if vm.State == store.Suspended {
+		return // paused: its agent answers after a resume
 	}
 	// Adopted: reconnect to its agent in the background (a guest that was
 	// booting may take a while) and mark it running when it answers.
@@ -235,7 +255,7 @@ func (d *Daemon) Reboot(ctx context.Context, name string) (api.VM, error) {
 		return api.VM{}, d.storeErr(name, err)
 	}
 	switch vm.State {
-	case store.Running, store.Booting:
+	case store.Running, store.Booting, store.Suspended:
 		d.syncGuest(ctx, rt)
 		sctx, cancel := context.WithTimeout(ctx, d.cfg.StopTimeout)
 		e, err := d.sup.Stop(sctx, vm.ID)
@@ -250,12 +270,18 @@ func (d *Daemon) Reboot(ctx context.Context, name string) (api.VM, error) {
 				return api.VM{}, err
 			}
 		}
-	case store.Stopped, store.Crashed:
+	case store.Stopped, store.Crashed, store.SuspendedDisk:
 	default:
 		return api.VM{}, runningOrErr(vm)
 	}
+	if vm.Snapshot != "" {
+		// Booting from the disk forgets the saved memory.
+		if err := os.RemoveAll(vm.Snapshot); err != nil {
+			d.cfg.Logf("%s: remove snapshot: %v", name, err)
+		}
+	}
 	vm, err = d.update(name, func(v *store.VM) {
-		v.State, v.Monitor, v.Error = store.Booting, nil, ""
+		v.State, v.Monitor, v.Error, v.Snapshot = store.Booting, nil, "", ""
 		v.Restarts++
 	})
 	if err != nil {
@@ -266,7 +292,7 @@ func (d *Daemon) Reboot(ctx context.Context, name string) (api.VM, error) {
 	rt.setCancel(cancel)
 	defer rt.setCancel(nil)
 	if vm, err = d.attach(ctx, vm); err == nil {
-		vm, err = d.boot(ctx, rt, vm)
+		vm, err = d.boot(ctx, rt, vm, "")
 	}
 	if err != nil {
 		if !d.isClosed() {

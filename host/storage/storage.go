@@ -151,7 +151,7 @@ func (m *Manager) DeleteDisk(ctx context.Context, vmID string) error {
 			errs = append(errs, fmt.Errorf("storage: %w", err))
 		}
 	}
-	errs = append(errs, syncDir(m.cfg.Dir))
+	errs = append(errs, m.gcLayers(), syncDir(m.cfg.Dir))
 	return errors.Join(errs...)
 }
 

@@ -24,6 +24,15 @@ type Spec struct {
 	// host side is the Unix socket VsockPath (the agent is dialled there).
 	CID       uint32
 	VsockPath string
+	// Restore, if set, is a snapshot directory the monitor resumes from
+	// (boxd vmm --restore) instead of booting Kernel: vCPUs, memory size,
+	// kernel and command line then come from the snapshot, and the devices
+	// here must match the snapshot's (same disks, net and vsock present).
+	Restore string
+	// MemDir is the tmpfs folder of the guest's memory file (--mem-dir);
+	// ControlPath the monitor's control socket (--control). Either may be
+	// empty.
+	MemDir, ControlPath string
 	// ConsolePath receives the serial console, LogPath the monitor's own
 	// stdout and stderr (both appended), ResultPath its --result-json.
 	ConsolePath string
@@ -40,17 +49,23 @@ type Disk struct {
 
 // Args returns the "boxd vmm" arguments of s, without "vmm" itself.
 func (s Spec) Args() []string {
-	a := []string{
-		"--kernel", s.Kernel,
-		"--cpus", strconv.Itoa(s.CPUs),
-		"--mem-mib", strconv.Itoa(s.MemMiB),
-		"--console", s.ConsolePath,
-		"--result-json", s.ResultPath,
+	var a []string
+	if s.Restore != "" {
+		a = append(a, "--restore", s.Restore)
+	} else {
+		a = append(a, "--kernel", s.Kernel, "--cpus", strconv.Itoa(s.CPUs), "--mem-mib", strconv.Itoa(s.MemMiB))
 	}
-	if s.Initrd != "" {
+	a = append(a, "--console", s.ConsolePath, "--result-json", s.ResultPath)
+	if s.MemDir != "" {
+		a = append(a, "--mem-dir", s.MemDir)
+	}
+	if s.ControlPath != "" {
+		a = append(a, "--control", s.ControlPath)
+	}
+	if s.Restore == "" && s.Initrd != "" {
 		a = append(a, "--initrd", s.Initrd)
 	}
-	if s.Cmdline != "" {
+	if s.Restore == "" && s.Cmdline != "" {
 		a = append(a, "--cmdline", s.Cmdline)
 	}
 	for _, d := range s.Disks {
@@ -76,9 +91,9 @@ func (s Spec) validate() error {
 	switch {
 	case s.ID == "":
 		return fmt.Errorf("spec without an ID")
-	case s.Kernel == "" || s.ConsolePath == "" || s.ResultPath == "" || s.LogPath == "":
-		return fmt.Errorf("spec of %s: kernel, console, result and log paths are required", s.ID)
-	case s.CPUs < 1 || s.MemMiB < 1:
+	case s.Kernel == "" && s.Restore == "" || s.ConsolePath == "" || s.ResultPath == "" || s.LogPath == "":
+		return fmt.Errorf("spec of %s: kernel (or a snapshot to restore), console, result and log paths are required", s.ID)
+	case s.Restore == "" && (s.CPUs < 1 || s.MemMiB < 1):
 		return fmt.Errorf("spec of %s: %d vCPUs, %d MiB", s.ID, s.CPUs, s.MemMiB)
 	}
 	for _, d := range s.Disks {
@@ -96,7 +111,7 @@ func (s Spec) validate() error {
 // Result is what a monitor writes to --result-json when it ends (see
 // cli/vmm.go); only the fields the daemon uses.
 type Result struct {
-	Result     string `json:"result"` // poweroff, reboot, crash, host-stop
+	Result     string `json:"result"` // poweroff, reboot, crash, host-stop, suspended
 	Detail     string `json:"detail"`
 	ExitStatus int    `json:"exit_status"`
 }

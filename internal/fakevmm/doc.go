@@ -13,4 +13,17 @@
 // each after writing --result-json. The kernel command line may carry
 // fake.exit=N (exit N at once, as a monitor that fails to boot) and
 // fake.noagent (never answer on vsock, as a guest that hangs in boot).
+//
+// With --control SOCK the fake serves vmm/control: pause, resume, status;
+// fork DIR writes a fake snapshot (SnapshotFile, checksummed) into DIR;
+// suspend DIR writes one and ends the fake with status 5 ("suspended").
+// --restore DIR replaces --kernel: the fake refuses a snapshot whose
+// checksum does not match, and its guest continues with the identity saved
+// in it. The fake's "guest" identity (hostname, address, entropy seed,
+// clock offset) lives in GuestFile beside the vsock socket and changes
+// through the agent's Reseed, SetNetwork and SetClock, so a daemon's
+// fix-ups after a fork are observable (ReadGuest). More switches on the
+// command line: fake.control=OP[,OP] (those control requests fail) and
+// fake.child=restore|noagent (a fork of this VM fails to restore, or its
+// agent never answers).
 package fakevmm

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,7 @@ type flags struct {
 	disks                                            []string
 	net, vsock                                       string
 	timing                                           bool
+	control, restore                                 string
 }
 
 // Main runs the fake monitor with the flags of "boxd vmm" and returns its
@@ -60,6 +62,8 @@ func Main(args []string, stderr io.Writer) int {
 	fs.StringVar(&f.net, "net", "", "")
 	fs.StringVar(&f.vsock, "vsock", "", "")
 	fs.BoolVar(&f.timing, "timing", false, "")
+	fs.StringVar(&f.control, "control", "", "")
+	fs.StringVar(&f.restore, "restore", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 1
 	}
@@ -84,8 +88,25 @@ func run(f flags, stderr io.Writer) error {
 	// un-notified SIGUSR1.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
-	if _, err := os.Stat(f.kernel); err != nil {
-		return fmt.Errorf("kernel: %w", err)
+	var snap *snapshot
+	switch {
+	case f.restore != "" && f.kernel != "":
+		return errors.New("--restore and --kernel exclude each other")
+	case f.restore != "":
+		s, err := readSnapshot(f.restore)
+		if err != nil {
+			return err
+		}
+		snap = &s
+	default:
+		if _, err := os.Stat(f.kernel); err != nil {
+			return fmt.Errorf("kernel: %w", err)
+		}
+	}
+	if f.memDir != "" {
+		if fi, err := os.Stat(f.memDir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--mem-dir %s: not a directory (%v)", f.memDir, err)
+		}
 	}
 	for _, d := range f.disks {
 		path, _, _ := strings.Cut(d, ",")
@@ -101,7 +122,11 @@ func run(f flags, stderr io.Writer) error {
 		return fmt.Errorf("console: %w", err)
 	}
 	defer console.Close()
-	fmt.Fprintf(console, "fake-vmm: boot cpus=%d mem=%d disks=%d net=%q cmdline=%q\n", f.cpus, f.memMiB, len(f.disks), f.net, f.cmdline)
+	if snap != nil {
+		fmt.Fprintf(console, "fake-vmm: restore %s disks=%d net=%q\n", f.restore, len(f.disks), f.net)
+	} else {
+		fmt.Fprintf(console, "fake-vmm: boot cpus=%d mem=%d disks=%d net=%q cmdline=%q\n", f.cpus, f.memMiB, len(f.disks), f.net, f.cmdline)
+	}
 
 	finish := func(result string, status int) error {
 		fmt.Fprintf(console, "fake-vmm: %s\n", result)
@@ -126,9 +151,20 @@ func run(f flags, stderr io.Writer) error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if f.vsock != "" && !strings.Contains(" "+f.cmdline+" ", " fake.noagent ") {
+	var g *guest
+	noAgent := strings.Contains(" "+f.cmdline+" ", " fake.noagent ") ||
+		snap != nil && strings.Contains(","+snap.Guest.Fail+",", ",noagent,")
+	if f.vsock != "" && !noAgent {
 		path, err := vsockPath(f.vsock)
 		if err != nil {
+			return err
+		}
+		if snap != nil {
+			g = newGuest(filepath.Dir(path), snap.Guest)
+		} else {
+			g = bootGuest(filepath.Dir(path), f.cmdline)
+		}
+		if err := g.save(); err != nil {
 			return err
 		}
 		ln, err := net.Listen("unix", path)
@@ -136,18 +172,37 @@ func run(f flags, stderr io.Writer) error {
 			return fmt.Errorf("vsock: %w", err)
 		}
 		defer ln.Close()
-		opts := server.Options{Kmsg: "-", System: noSystem{}, ProcNet: "/proc/net"}
+		opts := server.Options{Kmsg: "-", System: g, ProcNet: "/proc/net"}
 		go server.Serve(ctx, &hybridListener{Listener: ln}, opts)
+	}
+	suspended := make(chan struct{})
+	if f.control != "" {
+		var fail string
+		for _, a := range strings.Fields(f.cmdline) {
+			if v, ok := strings.CutPrefix(a, "fake.control="); ok {
+				fail = v
+			}
+		}
+		srv, err := serveControl(f.control, g, suspended, fail)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
 	}
 	fmt.Fprintf(console, "fake-vmm: agent ready\n")
 
-	switch <-sigs {
-	case syscall.SIGUSR1:
-		return finish("reboot", 3)
-	case syscall.SIGUSR2:
-		return finish("crash", 4)
-	default:
-		return finish("host-stop", 0)
+	select {
+	case <-suspended:
+		return finish("suspended", 5)
+	case sig := <-sigs:
+		switch sig {
+		case syscall.SIGUSR1:
+			return finish("reboot", 3)
+		case syscall.SIGUSR2:
+			return finish("crash", 4)
+		default:
+			return finish("host-stop", 0)
+		}
 	}
 }
 
@@ -214,10 +269,3 @@ func handshake(c net.Conn) error {
 type oneByte struct{ r io.Reader }
 
 func (o oneByte) Read(p []byte) (int, error) { return o.r.Read(p[:min(len(p), 1)]) }
-
-// noSystem ignores lifecycle changes: the "guest" is the test host.
-type noSystem struct{}
-
-func (noSystem) Reseed([]byte) error                 { return nil }
-func (noSystem) SetNetwork(wire.NetworkConfig) error { return nil }
-func (noSystem) SetClock(time.Time) error            { return nil }

@@ -18,7 +18,9 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
 // Volatile are the JSON keys whose values change from run to run.
-var Volatile = []string{"id", "tap", "created", "started", "at", "pid", "duration_ms", "commit", "go_version"}
+var Volatile = []string{"id", "tap", "created", "started", "at", "pid", "duration_ms", "commit", "go_version",
+	"parent_id", "snapshot", "total_ms", "monitor_us", "restore_ms", "fixup_ms", "verify_ms",
+	"parent_paused_ms", "monitor_pause_us", "monitor_fork_us", "monitor_resume_us", "disk_clone_ms"}
 
 var fieldRE = regexp.MustCompile(`"(` + strings.Join(Volatile, "|") + `)": ("(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*)`)
 
