@@ -74,6 +74,12 @@ func ramStr(t *testing.T, m *Machine, gpa int64) string {
 // diverge: each child has its parent's page as at the fork, the parent its
 // own later write.
 func TestForkOfForkDir(t *testing.T) {
+	for _, mode := range []string{"RestoreDir", "Standby.RestoreDir", "Fork", "Standby.Fork"} {
+		t.Run(mode, func(t *testing.T) { testForkOfFork(t, mode) })
+	}
+}
+
+func testForkOfFork(t *testing.T, mode string) {
 	const n = 1 << 28
 	const marks = 0x500000 // one page per generation
 	memDir := t.TempDir()
@@ -93,19 +99,9 @@ func TestForkOfForkDir(t *testing.T) {
 		at := ramU64(t, parent, counterAddr)
 		page := int64(marks + g*4096)
 		parent.RAM().WriteAt(fmt.Appendf(nil, "fork %d  ", g), page)
-		dir := t.TempDir()
-		if _, err := SaveFork(parent, dir); err != nil {
-			t.Fatal(err)
-		}
-		child, err := RestoreDir(Config{MemDir: memDir}, dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		child := forkBy(t, mode, parent, memDir)
 		t.Cleanup(func() { stopAndClose(t, child) })
 		rep := attach(t, child)
-		if err := os.RemoveAll(dir); err != nil {
-			t.Fatal(err)
-		}
 		parent.RAM().WriteAt([]byte("parent  "), page)
 		if got := ramU64(t, child, counterAddr); got != at {
 			t.Fatalf("gen %d starts its count at %d, parent paused at %d", g, got, at)
@@ -152,6 +148,46 @@ func TestForkOfForkDir(t *testing.T) {
 			}
 		}
 	}
+}
+
+// forkBy makes a child of the paused parent by one of the ways there are:
+// through a directory (deleted once the child exists) or in process, into a
+// new machine or a standby one.
+func forkBy(t *testing.T, mode string, parent *Machine, memDir string) *Machine {
+	t.Helper()
+	var sb *Standby
+	if mode == "Standby.RestoreDir" || mode == "Standby.Fork" {
+		var err error
+		if sb, err = NewStandby(Config{CPUs: 1, MemMiB: int(parent.RAM().Size() >> 20), MemDir: memDir}); err != nil {
+			t.Fatal(err)
+		}
+		defer sb.Close()
+	}
+	var child *Machine
+	var err error
+	switch mode {
+	case "Fork":
+		child, _, err = parent.Fork(Config{})
+	case "Standby.Fork":
+		child, _, err = sb.Fork(parent)
+	default:
+		dir := t.TempDir()
+		if _, err := SaveFork(parent, dir); err != nil {
+			t.Fatal(err)
+		}
+		if sb != nil {
+			child, err = sb.RestoreDir(dir)
+		} else {
+			child, err = RestoreDir(Config{MemDir: memDir}, dir)
+		}
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			t.Fatal(rerr)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return child
 }
 
 // newRing3MemDir is ring3Machine with RAM in a memory folder.

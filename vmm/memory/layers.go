@@ -25,16 +25,78 @@ import (
 // is deleted. A layer on another filesystem than linkDir is left unlinked;
 // such a RAM depends on dir staying.
 func MapManifest(dir string, man *Manifest, linkDir string) (*RAM, error) {
-	if err := man.Validate(); err != nil {
+	layers, ext, err := openLayers(dir, man, linkDir)
+	if err != nil {
 		return nil, err
 	}
-	names := man.Files()
-	var layers []*layer
-	fail := func(err error) (*RAM, error) {
+	return mapLayers(man.Size, layers, ext)
+}
+
+// Replace maps the layers man describes over m in place, as MapManifest
+// would map them in a new RAM, and closes m's old files: a VM built ahead of
+// time (its KVM memory slots registered over placeholder memory) takes its
+// snapshot's memory without new slots. m's old contents are gone. Nothing
+// may use m during the call; on error m is unchanged unless the error says
+// the mapping failed part way, after which m must be closed.
+func (m *RAM) Replace(dir string, man *Manifest, linkDir string) error {
+	if man.Size != m.size {
+		return fmt.Errorf("memory: replace: manifest maps %d bytes, RAM has %d", man.Size, m.size)
+	}
+	layers, ext, err := openLayers(dir, man, linkDir)
+	if err != nil {
+		return err
+	}
+	return m.install(layers, ext)
+}
+
+// Adopt maps src's layers over m in place (as Clone, without a new
+// mapping). src must have no private pages (just frozen).
+func (m *RAM) Adopt(src *RAM) error {
+	if src.size != m.size {
+		return fmt.Errorf("memory: adopt: %d bytes into a RAM of %d", src.size, m.size)
+	}
+	layers, err := src.dupLayers()
+	if err != nil {
+		return err
+	}
+	return m.install(layers, slices.Clone(src.extents))
+}
+
+// install maps layers (base over everything, then ext) over m and takes
+// them as m's; it owns layers, even on error.
+func (m *RAM) install(layers []*layer, ext []extent) error {
+	flags := mapFlags(true)
+	err := m.mapAt(0, m.size, layers[0].f.Fd(), 0, flags)
+	for i := 0; err == nil && i < len(ext); i++ {
+		err = m.mapAt(ext[i].off, ext[i].n, layers[ext[i].layer].f.Fd(), ext[i].fileOff, flags)
+	}
+	if err != nil {
 		for _, l := range layers {
 			l.close()
 		}
-		return nil, err
+		return fmt.Errorf("memory: map layers in place (the RAM is unusable now): %w", err)
+	}
+	_ = unix.Madvise(m.host, unix.MADV_HUGEPAGE) // a hint, as in mapFile
+	var errs []error
+	for _, l := range m.layers {
+		errs = append(errs, l.close())
+	}
+	m.layers, m.extents, m.private = layers, ext, true
+	return errors.Join(errs...)
+}
+
+// openLayers opens and checks the files of man in dir (see MapManifest).
+func openLayers(dir string, man *Manifest, linkDir string) ([]*layer, []extent, error) {
+	if err := man.Validate(); err != nil {
+		return nil, nil, err
+	}
+	names := man.Files()
+	var layers []*layer
+	fail := func(err error) ([]*layer, []extent, error) {
+		for _, l := range layers {
+			l.close()
+		}
+		return nil, nil, err
 	}
 	need := make([]uint64, len(names))
 	need[0] = man.Size
@@ -76,7 +138,22 @@ func MapManifest(dir string, man *Manifest, linkDir string) (*RAM, error) {
 	for _, e := range man.Extents {
 		ext = append(ext, extent{off: e.Offset, n: e.Len, fileOff: e.FileOffset, layer: slices.Index(names, e.File)})
 	}
-	return mapLayers(man.Size, layers, ext)
+	return layers, ext, nil
+}
+
+func (m *RAM) dupLayers() ([]*layer, error) {
+	var layers []*layer
+	for _, l := range m.layers {
+		fd, err := unix.FcntlInt(l.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			for _, l := range layers {
+				l.close()
+			}
+			return nil, fmt.Errorf("memory: dup layer: %w", err)
+		}
+		layers = append(layers, &layer{f: os.NewFile(uintptr(fd), l.f.Name())})
+	}
+	return layers, nil
 }
 
 // mapLayers maps the base privately, then each extent over it. It owns
@@ -106,16 +183,9 @@ func mapLayers(size uint64, layers []*layer, ext []extent) (*RAM, error) {
 // no private pages (just frozen, or restored and not written), or the clone
 // would miss them.
 func (m *RAM) Clone() (*RAM, error) {
-	var layers []*layer
-	for _, l := range m.layers {
-		fd, err := unix.FcntlInt(l.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			for _, l := range layers {
-				l.close()
-			}
-			return nil, fmt.Errorf("memory: clone: %w", err)
-		}
-		layers = append(layers, &layer{f: os.NewFile(uintptr(fd), l.f.Name())})
+	layers, err := m.dupLayers()
+	if err != nil {
+		return nil, fmt.Errorf("memory: clone: %w", err)
 	}
 	return mapLayers(m.size, layers, slices.Clone(m.extents))
 }
