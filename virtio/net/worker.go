@@ -63,8 +63,7 @@ func (w *worker) run() {
 	defer close(w.done)
 	var events [4]unix.EpollEvent
 	for !w.stop.Load() {
-		more := w.pass()
-		w.d.setInterest(w.interest())
+		more := w.passOnWorker()
 		timeout := -1
 		if more {
 			timeout = 0
