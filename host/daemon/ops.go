@@ -23,7 +23,10 @@ func view(vm store.VM) api.VM {
 	v := api.VM{
 		Name: vm.Name, ID: vm.ID, State: string(vm.State),
 		CPUs: vm.CPUs, MemMiB: vm.MemMiB, DiskGiB: vm.DiskGiB, VsockCID: vm.CID,
-		Created: vm.Created, Restarts: vm.Restarts, Error: vm.Error,
+		Created: vm.Created, Restarts: vm.Restarts, Error: vm.Error, Snapshot: vm.Snapshot,
+	}
+	if o := vm.Origin; o != nil {
+		v.Origin = &api.Origin{Kind: o.Kind, Parent: o.Parent, ParentID: o.ParentID, At: o.At}
 	}
 	if l := vm.Lease; l != nil {
 		v.IP, v.MAC, v.TAP = l.Address.Addr().String(), l.MAC, l.TAP
