@@ -15,6 +15,16 @@
 //     returns, the device worker has stopped touching guest memory and every
 //     register is back to its initial value.
 //
+// Snapshots: Pause quiesces the transport and, for a device that is an
+// mmio.Snapshotter, the device (its worker stops touching guest memory;
+// kicks are dropped and Resume notifies every queue). SaveState, called
+// paused, writes a versioned blob of the registers, every queue's
+// configuration and position and the device's own blob; RestoreState
+// validates such a blob as untrusted input (device type, queue sizes,
+// offered features, the status state machine, ring addresses against guest
+// memory) into a fresh, paused transport and re-activates the device on the
+// saved queues. Any error leaves the transport reset.
+//
 // Concurrency: Read and Write may be called from several vCPU goroutines;
 // Transport.mu serializes them and is held while calling the Device's config,
 // Activate and Reset methods. The device's worker reaches back only through

@@ -81,5 +81,9 @@
 // every connection, closing the host sockets. ResetTransport drops every
 // connection and sends VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, as needed after
 // snapshot restore or fork, when the guest's sockets have no host peers any
-// more. Close stops everything and removes the listening socket.
+// more. Pause (mmio.Snapshotter) leaves the queues alone until Resume;
+// host data and connections wait. RestoreState, after a snapshot restore,
+// does what ResetTransport does, so the guest closes its stale connected
+// sockets and keeps its listening ones. Close stops everything and removes
+// the listening socket.
 package vsock
