@@ -226,3 +226,41 @@ func kick(m *Machine, base uint64, q uint32) {
 	binary.LittleEndian.PutUint32(b[:], q)
 	m.MMIO.Write(base+mmio.NotifyOffset, b[:])
 }
+
+// A machine stopped while paused, with running virtio devices, stops and
+// closes without hanging, and every goroutine it started ends.
+func TestStopWhilePaused(t *testing.T) {
+	base := runtime.NumGoroutine()
+	dir := t.TempDir()
+	m, err := New(Config{CPUs: 2, MemMiB: 32, Load: programLoader(testguest.Spin), Virtio: deviceRig(t, dir, "v")})
+	if errors.Is(err, kvm.ErrNoKVM) {
+		t.Skipf("tier 2 needs /dev/kvm: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	bq := probeVirtio(t, m, boot.VirtioMMIOBase, 1, blkRings)[0]
+	probeVirtio(t, m, boot.VirtioMMIOBase+boot.VirtioMMIOStride, 3, vsockRings)
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	getID(t, bq, bufs)
+	kick(m, boot.VirtioMMIOBase, 0)
+	m.Stop()
+	if r := m.Wait(); r.Kind != HostStop {
+		t.Errorf("result %+v, want host-stop", r)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after close, %d before the machine", runtime.NumGoroutine(), base)
+		}
+		runtime.Gosched()
+	}
+}
