@@ -118,8 +118,9 @@ func (w *worker) rangeOK(sector, n uint64) bool {
 }
 
 // slices maps the request's guest buffers to host memory, for vectored I/O.
+// The slice is scratch space reused by the next request.
 func (w *worker) slices(bufs queue.Buffers) ([][]byte, error) {
-	out := make([][]byte, 0, len(bufs))
+	out := w.iov[:0]
 	for _, b := range bufs {
 		p, err := w.mem.Slice(b.Addr, uint64(b.Len))
 		if err != nil {
@@ -127,6 +128,7 @@ func (w *worker) slices(bufs queue.Buffers) ([][]byte, error) {
 		}
 		out = append(out, p)
 	}
+	w.iov = out
 	return out, nil
 }
 
