@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/boxd-dev/boxd/agent"
 	"github.com/boxd-dev/boxd/host/api"
 	"github.com/boxd-dev/boxd/host/client"
 	"github.com/boxd-dev/boxd/host/daemon"
@@ -29,7 +31,7 @@ type daemonFlags struct {
 	cmdline                  string
 	config                   string
 	network, bridge, subnet  string
-	diskMode                 string
+	diskMode, memDir         string
 	bootTimeout              time.Duration
 	json                     bool
 
@@ -41,6 +43,10 @@ type daemonFlags struct {
 // backends builds the daemon's network and storage from its flags; tests
 // substitute fakes.
 var backends = realBackends
+
+// daemonProbe reads a fork's guest facts; nil is the daemon's own (a
+// script run in the guest). Tests whose "guests" are fake substitute one.
+var daemonProbe func(ctx context.Context, c *agent.Client, vmDir string) (daemon.GuestFacts, error)
 
 func newDaemonCmd() *cobra.Command { return daemonCmd(&daemonFlags{}) }
 
@@ -86,6 +92,7 @@ flags on the command line win over it.`,
 	fl.StringVar(&f.bridge, "bridge", "", "host bridge name (default boxd0)")
 	fl.StringVar(&f.subnet, "subnet", "", "the guests' IPv4 subnet (default 10.88.0.0/16)")
 	fl.StringVar(&f.diskMode, "disk-mode", "", `how disks share the image's blocks: "reflink", "cow" (an overlay), or "" to pick reflink where the state dir's file system has it`)
+	fl.StringVar(&f.memDir, "mem-dir", "/dev/shm/boxd", "a folder on tmpfs for the VMs' memory files and fork snapshots (one filesystem: forks hard-link memory layers)")
 	fl.DurationVar(&f.bootTimeout, "boot-timeout", 60*time.Second, "how long a VM may take from monitor start to agent ready")
 	fl.IntVar(&f.maxVMs, "max-vms", 0, "most VMs at once (default 10)")
 	fl.IntVar(&f.maxCPUs, "max-cpus", 0, "most vCPUs per VM (default 2)")
@@ -239,6 +246,7 @@ func runDaemon(cmd *cobra.Command, f daemonFlags) error {
 	d, err := daemon.Open(ctx, daemon.Config{
 		StateDir: stateDir, Kernel: f.kernel, Initrd: f.initramfs, Cmdline: f.cmdline,
 		Limits: limits, Network: network, Storage: storage,
+		MemDir: f.memDir, Probe: daemonProbe,
 		BootTimeout: f.bootTimeout,
 		Version:     versionOf(),
 		Logf:        logger.Printf,

@@ -15,7 +15,9 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/boxd-dev/boxd/agent"
 	"github.com/boxd-dev/boxd/host/daemon"
 	"github.com/boxd-dev/boxd/internal/fakevmm"
 )
@@ -89,6 +91,29 @@ func (d fakeDisks) DeleteDisk(_ context.Context, id string) error {
 	return err
 }
 
+func (d fakeDisks) CloneDisk(_ context.Context, src, dst string, _ bool) (daemon.DiskClone, error) {
+	fi, err := os.Stat(filepath.Join(string(d), src+".img"))
+	if err != nil {
+		return daemon.DiskClone{}, err
+	}
+	p, err := d.CreateDisk(context.Background(), dst, fi.Size())
+	return daemon.DiskClone{Path: p, Method: "copy"}, err
+}
+
+// fakeProbe reads the fake guest's identity (see fakevmm.ReadGuest).
+func fakeProbe(ctx context.Context, c *agent.Client, vmDir string) (daemon.GuestFacts, error) {
+	sent := time.Now()
+	g, err := fakevmm.ReadGuest(ctx, c, vmDir)
+	if err != nil {
+		return daemon.GuestFacts{}, err
+	}
+	f := daemon.GuestFacts{Hostname: g.Hostname, Time: g.Time(), Sent: sent, Received: time.Now(), Random: g.Random()}
+	if p, err := netip.ParsePrefix(g.Address); err == nil {
+		f.Addrs = []netip.Addr{p.Addr()}
+	}
+	return f, nil
+}
+
 // testDaemon is `boxd daemon` running as a child process of the test.
 type testDaemon struct {
 	t      *testing.T
@@ -113,7 +138,8 @@ func startDaemon(t *testing.T, extra ...string) *testDaemon {
 	}
 	d := &testDaemon{t: t, dir: dir, sock: filepath.Join(dir, "boxd.sock")}
 	d.args = append([]string{"daemon", "--json", "--state-dir", filepath.Join(dir, "state"), "--socket", d.sock,
-		"--kernel", filepath.Join(dir, "vmlinux"), "--image", filepath.Join(dir, "rootfs.img"), "--boot-timeout", "30s"}, extra...)
+		"--kernel", filepath.Join(dir, "vmlinux"), "--image", filepath.Join(dir, "rootfs.img"), "--boot-timeout", "30s",
+		"--mem-dir", filepath.Join(dir, "mem")}, extra...)
 	t.Cleanup(func() {
 		d.kill()
 		d.killMonitors()

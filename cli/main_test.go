@@ -15,7 +15,7 @@ const daemonEnv = "BOXD_CLI_TEST_DAEMON"
 func TestMain(m *testing.M) {
 	fakevmm.Run() // the daemon's monitors re-exec this binary as "vmm"
 	if os.Getenv(daemonEnv) != "" {
-		backends = fakeBackends
+		backends, daemonProbe = fakeBackends, fakeProbe
 		os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())

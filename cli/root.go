@@ -56,6 +56,9 @@ One binary plays every role: the host CLI, the daemon, the per-VM monitor
 		newCpCmd(),
 		newShellCmd(),
 		newRebootCmd(),
+		newSuspendCmd(),
+		newResumeCmd(),
+		newForkCmd(),
 	)
 	return root
 }

@@ -19,22 +19,31 @@ func newNewCmd() *cobra.Command {
 		name      string
 		cpus      int
 		mem, disk string
+		from      string
 	)
 	cmd := &cobra.Command{
-		Use:   "new [--name NAME] [--cpus N] [--mem SIZE] [--disk SIZE]",
+		Use:   "new [--name NAME] [--cpus N] [--mem SIZE] [--disk SIZE] [--from GOLDEN]",
 		Short: "Create a VM and wait until it is ready",
 		Long: `Create a VM: a fresh persistent disk from the base image, a network address,
 and a booted guest whose agent answers. Prints the VM's name (or, with --json,
 the VM). Sizes left out take the daemon's defaults; asking for more than the
-daemon's limits is refused with the flag that raises them.`,
+daemon's limits is refused with the flag that raises them.
+
+--from GOLDEN makes a warm copy of a golden VM instead: one suspended to disk
+(boxd suspend --to-disk GOLDEN) is restored with its memory and running
+processes, a stopped one has its disk copied and boots. The golden never
+changes; the copy has the golden's sizes, its own disk, address and name.`,
 		Example: `  boxd new --name task-1 --json
-  boxd new --cpus 1 --mem 512M --disk 20G`,
+  boxd new --cpus 1 --mem 512M --disk 20G
+  boxd suspend --to-disk app-golden && boxd new --from app-golden --name app-1 --json`,
 		Args: cobra.NoArgs,
 		RunE: hostCmd(&f, func(ctx context.Context, cmd *cobra.Command, _ []string) error {
-			req := api.CreateRequest{Name: name, CPUs: cpus}
-			if name != "" {
-				if err := nameArg(name); err != nil {
-					return err
+			req := api.CreateRequest{Name: name, CPUs: cpus, From: from}
+			for _, n := range []string{name, from} {
+				if n != "" {
+					if err := nameArg(n); err != nil {
+						return err
+					}
 				}
 			}
 			var err error
@@ -65,6 +74,7 @@ daemon's limits is refused with the flag that raises them.`,
 	fl.IntVar(&cpus, "cpus", 0, "vCPUs (default: the daemon's)")
 	fl.StringVar(&mem, "mem", "", "memory, e.g. 512M or 8G (default: the daemon's)")
 	fl.StringVar(&disk, "disk", "", "root disk size, e.g. 20G or 1T (default: the daemon's)")
+	fl.StringVar(&from, "from", "", "copy this golden VM (suspended to disk, or stopped) instead of booting the image")
 	return cmd
 }
 
