@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/boxd-dev/boxd/vmm/control"
 	"github.com/boxd-dev/boxd/vmm/machine"
 )
 
@@ -26,6 +28,7 @@ const (
 	vmmExitError    = 1 // the monitor failed (bad arguments, KVM error)
 	vmmExitReboot   = 3 // guest asked to reboot: restart it
 	vmmExitCrash    = 4 // guest crashed: triple fault, KVM could not run it, kernel panic
+	// vmmExitSuspended (5, vmmcontrol.go): saved to disk on request.
 )
 
 type vmmFlags struct {
@@ -36,27 +39,40 @@ type vmmFlags struct {
 	timing                           bool
 	disks, nets                      []string
 	vsock                            string
+	control, restore                 string
 }
 
 func newVMMCmd() *cobra.Command {
 	var f vmmFlags
 	cmd := &cobra.Command{
-		Use:   "vmm --kernel VMLINUX [flags]",
+		Use:   "vmm (--kernel VMLINUX | --restore DIR) [flags]",
 		Short: "Run one VM in the foreground (the per-VM monitor the daemon spawns)",
 		Long: `Run one microVM in this process until the guest powers off, reboots or crashes.
 
 The kernel is an ELF vmlinux (booted through its PVH entry) or a bzImage (the
 64-bit Linux boot protocol). The guest's serial console goes to --console.
 
+With --restore the VM is not booted but resumed from a snapshot directory
+(written by a fork or a suspend through --control): vCPUs, devices and memory
+continue where they were; memory is mapped copy-on-write, so any number of
+monitors can restore the same directory. The snapshot decides the vCPUs and
+memory size; the device flags must describe the same devices (the host side
+of each - disk file, TAP, MAC, vsock CID and socket - may differ).
+
+--control SOCK lets a supervisor pause, resume, fork and suspend the running
+VM (JSON lines, see package vmm/control and docs/cli.md).
+
 Exit status:
   0  the guest powered off (or the monitor got SIGINT/SIGTERM and stopped it)
-  1  the monitor failed (bad arguments, KVM error)
+  1  the monitor failed (bad arguments, KVM error, a corrupt snapshot)
   3  the guest asked to reboot (a supervisor restarts it)
   4  the guest crashed (triple fault, KVM could not run it, kernel panic)
+  5  the VM was suspended to disk through --control
 
 The kernel command line is "` + machine.DefaultCmdline + `" followed by --cmdline.`,
 		Example: `  boxd vmm --kernel vmlinux --initrd initramfs.cpio.gz --cpus 2 --mem-mib 512
-  boxd vmm --kernel vmlinux --initrd rd.gz --cmdline 'rdinit=/bin/sh' --console guest.log`,
+  boxd vmm --kernel vmlinux --initrd rd.gz --cmdline 'rdinit=/bin/sh' --console guest.log
+  boxd vmm --restore /dev/shm/boxd/snap1 --mem-dir /dev/shm/boxd/vm2 --control vm2.sock --vsock cid=4,path=vm2.vsock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runVMM(cmd, f)
@@ -75,13 +91,14 @@ The kernel command line is "` + machine.DefaultCmdline + `" followed by --cmdlin
 	fl.StringArrayVar(&f.nets, "net", nil, "attach a virtio-net device on a TAP: tap=NAME[,mac=aa:bb:cc:dd:ee:ff][,mtu=N] (repeatable)")
 	fl.StringVar(&f.vsock, "vsock", "", "attach a virtio-vsock device: cid=N,path=SOCK; host programs connect to SOCK and send \"CONNECT <port>\\n\", guest connections to port P reach SOCK_P")
 	fl.BoolVar(&f.timing, "timing", false, "print the monitor's setup time and the VM's run time to stderr")
-	cmd.MarkFlagRequired("kernel")
+	fl.StringVar(&f.control, "control", "", "serve pause/resume/fork/suspend requests on this Unix socket (created 0600)")
+	fl.StringVar(&f.restore, "restore", "", "resume the VM saved in this snapshot directory instead of booting --kernel")
 	return cmd
 }
 
 // vmmResult is what --result-json writes (documented in docs/cli.md).
 type vmmResult struct {
-	Result     string  `json:"result"` // poweroff, reboot, crash, host-stop
+	Result     string  `json:"result"` // poweroff, reboot, crash, host-stop, suspended
 	Detail     string  `json:"detail"`
 	ExitStatus int     `json:"exit_status"`
 	SetupMs    float64 `json:"setup_ms"` // process start to the vCPUs starting
@@ -107,23 +124,37 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		defer c.Close()
 		console = c
 	}
-	if _, err := os.Stat(f.kernel); err != nil {
-		return fmt.Errorf("kernel: %w", err)
+	if f.restore != "" {
+		if f.kernel != "" || f.initrd != "" || f.cmdline != "" || cmd.Flags().Changed("cpus") || cmd.Flags().Changed("mem-mib") {
+			return errors.New("--restore takes the kernel, command line, vCPUs and memory from the snapshot: drop --kernel, --initrd, --cmdline, --cpus and --mem-mib")
+		}
+	} else {
+		if f.kernel == "" {
+			return errors.New("--kernel (or --restore) is required")
+		}
+		if _, err := os.Stat(f.kernel); err != nil {
+			return fmt.Errorf("kernel: %w", err)
+		}
 	}
-	cmdline := strings.TrimSpace(machine.DefaultCmdline + " " + f.cmdline)
 	devs, err := virtioDevices(f)
 	if err != nil {
 		return err
 	}
-	m, err := machine.New(machine.Config{
+	cfg := machine.Config{
 		Virtio:  devs,
-		CPUs:    f.cpus,
-		MemMiB:  f.memMiB,
 		MemDir:  f.memDir,
-		Load:    machine.LinuxLoader(f.kernel, f.initrd, cmdline, f.cpus),
 		Console: console,
 		Log:     stderr,
-	})
+	}
+	var m *machine.Machine
+	if f.restore != "" {
+		m, err = machine.RestoreDir(cfg, f.restore)
+	} else {
+		cmdline := strings.TrimSpace(machine.DefaultCmdline + " " + f.cmdline)
+		cfg.CPUs, cfg.MemMiB = f.cpus, f.memMiB
+		cfg.Load = machine.LinuxLoader(f.kernel, f.initrd, cmdline, f.cpus)
+		m, err = machine.New(cfg)
+	}
 	if err != nil {
 		return err
 	}
@@ -144,6 +175,20 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		// interruptible, and the monitor exits right after the VM stops.
 		go forwardInput(cmd.InOrStdin(), m)
 	}
+	ctl := &vmmControl{m: m}
+	var stopControl func() error
+	if f.control != "" {
+		ln, err := listenControl(f.control)
+		if err != nil {
+			return err
+		}
+		srv := control.Serve(ln, ctl)
+		// Closed before the result is written: a suspend's answer reaches
+		// the daemon before the monitor says it ended.
+		defer srv.Close()
+		defer os.Remove(f.control)
+		stopControl = srv.Close
+	}
 	if err := m.Start(); err != nil {
 		return err
 	}
@@ -154,20 +199,26 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 	startRun := time.Now()
 	r := m.Wait()
 	run := time.Since(startRun)
+	if stopControl != nil {
+		stopControl()
+	}
 
 	status := vmmExitPoweroff
-	switch r.Kind {
-	case machine.Reboot:
+	result := r.Kind.String()
+	switch {
+	case ctl.suspended.Load():
+		status, result, r.Detail = vmmExitSuspended, "suspended", "saved to disk on request"
+	case r.Kind == machine.Reboot:
 		status = vmmExitReboot
-	case machine.Crash:
+	case r.Kind == machine.Crash:
 		status = vmmExitCrash
 	}
 	if f.timing {
 		fmt.Fprintf(stderr, "boxd vmm: setup %.2f ms, ran %.1f ms\n", ms(setup), ms(run))
 	}
-	fmt.Fprintf(stderr, "boxd vmm: %s: %s\n", r.Kind, r.Detail)
+	fmt.Fprintf(stderr, "boxd vmm: %s: %s\n", result, r.Detail)
 	if f.resultJSON != "" {
-		res := vmmResult{Result: r.Kind.String(), Detail: r.Detail, ExitStatus: status, SetupMs: ms(setup), RunMs: ms(run), BootMarks: []bootMark{}}
+		res := vmmResult{Result: result, Detail: r.Detail, ExitStatus: status, SetupMs: ms(setup), RunMs: ms(run), BootMarks: []bootMark{}}
 		for _, mk := range m.BootTimer.Marks() {
 			res.BootMarks = append(res.BootMarks, bootMark{ID: mk.ID, Ms: ms(mk.At)})
 		}
