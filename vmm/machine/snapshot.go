@@ -311,7 +311,10 @@ func (m *Machine) resumeDevices() {
 
 // restoreVCPU writes state in the order KVM needs: CPUID first (it decides
 // which MSRs and XSAVE features exist), sregs before the LAPIC (APIC base),
-// MSRs before events, MP state last.
+// the LAPIC before the MSRs (KVM ignores a TSC-deadline write unless the
+// LAPIC timer is already in TSC-deadline mode: restored the other way round,
+// a Linux guest's next timer never fires), the TSC before the deadline
+// (msrsTSCFirst), MSRs before events, MP state last.
 func restoreVCPU(c *kvm.VCPU, v *snapshot.VCPU) error {
 	if len(v.CPUID) > 0 {
 		if err := c.SetCPUID2(v.CPUID); err != nil {
@@ -331,8 +334,8 @@ func restoreVCPU(c *kvm.VCPU, v *snapshot.VCPU) error {
 		func() error { return c.SetFPU(v.FPU) },
 		func() error { return c.SetXSave(v.XSave) },
 		func() error { return c.SetXCRs(v.XCRs) },
-		func() error { return c.SetMSRs(v.MSRs) },
 		func() error { return c.SetLAPIC(v.LAPIC) },
+		func() error { return c.SetMSRs(msrsTSCFirst(v.MSRs)) },
 		func() error { return c.SetEvents(v.Events) },
 		func() error { return c.SetDebugRegs(v.DebugRegs) },
 		func() error { return c.SetMPState(v.MPState) },
@@ -343,4 +346,24 @@ func restoreVCPU(c *kvm.VCPU, v *snapshot.VCPU) error {
 		}
 	}
 	return nil
+}
+
+// msrIA32TSC is the time-stamp counter; the TSC-deadline MSR is relative to it.
+const msrIA32TSC = 0x10
+
+// msrsTSCFirst returns msrs with IA32_TSC moved to the front, so the deadline
+// and anything else read against the TSC is written after it.
+func msrsTSCFirst(msrs []kvm.MSR) []kvm.MSR {
+	out := make([]kvm.MSR, 0, len(msrs))
+	for _, m := range msrs {
+		if m.Index == msrIA32TSC {
+			out = append(out, m)
+		}
+	}
+	for _, m := range msrs {
+		if m.Index != msrIA32TSC {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -582,3 +582,70 @@ func TestRestoredClock(t *testing.T) {
 		}
 	}
 }
+
+// A Linux guest in TSC-deadline mode has its next timer interrupt armed in
+// MSR 0x6e0. Restore must bring it back: written before the LAPIC is in
+// TSC-deadline mode (or before the TSC), KVM drops it and the restored
+// guest never gets another timer tick.
+func TestRestoreKeepsTSCDeadline(t *testing.T) {
+	const (
+		msrTSCDeadline = 0x6e0
+		lvtt           = 0x320     // LAPIC timer LVT register offset
+		tscDeadline    = 2 << 17   // its timer-mode field: TSC-deadline
+		deadlineDelta  = 1 << 40   // far enough never to fire in the test
+		masked         = uint32(0) // delivery is not what is tested
+	)
+	m, _ := ring3Machine(t, 1, 32, testguest.SumLoop(1))
+	c := m.kvcpus[0]
+	l, err := c.LAPIC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(l[lvtt:], tscDeadline|masked|0xec)
+	if err := c.SetLAPIC(l); err != nil {
+		t.Fatal(err)
+	}
+	tsc, err := c.MSRs([]uint32{msrIA32TSC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := tsc[0].Data + deadlineDelta
+	if err := c.SetMSRs([]kvm.MSR{{Index: msrTSCDeadline, Data: deadline}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.MSRs([]uint32{msrTSCDeadline}); err != nil || got[0].Data == 0 {
+		t.Skipf("this KVM does not keep a TSC deadline for the vCPU (read %v, %v)", got, err)
+	}
+	s, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := dupFile(m.RAM().File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram, err := memory.MapPrivate(f, s.MemSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(Config{}, s, ram)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := r.kvcpus[0].MSRs([]uint32{msrTSCDeadline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Data != deadline {
+		t.Errorf("restored TSC deadline %#x, want %#x", got[0].Data, deadline)
+	}
+}
+
+func TestMSRsTSCFirst(t *testing.T) {
+	in := []kvm.MSR{{Index: 0x6e0, Data: 1}, {Index: 0x1b}, {Index: msrIA32TSC, Data: 7}}
+	want := []kvm.MSR{{Index: msrIA32TSC, Data: 7}, {Index: 0x6e0, Data: 1}, {Index: 0x1b}}
+	if d := cmp.Diff(want, msrsTSCFirst(in)); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}
