@@ -233,7 +233,7 @@ func (v *liveVMM) waitLine(t testing.TB, s string, timeout time.Duration) string
 				return line
 			}
 		case <-deadline:
-			t.Fatalf("no %q on the console after %v\nconsole:\n%s", s, timeout, v.console())
+			t.Fatalf("no %q on the console after %v\nconsole:\n%s\nstderr:\n%s", s, timeout, v.console(), v.stderr.String())
 		}
 	}
 }
