@@ -82,10 +82,10 @@ func (d *daemon) sh(vm, cmd string) string {
 }
 
 // startCounter starts, in the guest, a counter that writes to a file ten
-// times a second and an HTTP server serving that file, both detached from
-// the exec.
+// times a second (renamed into place, so a reader never sees it empty) and
+// an HTTP server serving that file, both detached from the exec.
 const startCounter = `mkdir -p /srv && cd /srv && ` +
-	`setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /srv/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & ` +
+	`setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /srv/c.tmp; mv /srv/c.tmp /srv/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 & ` +
 	`setsid python3 -m http.server 8000 --bind 127.0.0.1 --directory /srv </dev/null >/dev/null 2>&1 &`
 
 func (d *daemon) counter(vm string) int {
