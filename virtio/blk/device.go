@@ -46,11 +46,6 @@ type Device struct {
 	done   chan struct{} // stop and done are non-nil while w's goroutine runs
 	paused bool          // Pause: w (if any) does not run until Resume
 	closed bool
-
-	// live is the running worker, for Notify's inline processing
-	// (inline.go); passMu is held around all processing of the ring.
-	live   atomic.Pointer[activation]
-	passMu sync.Mutex
 }
 
 // New returns a disk over backend. The device owns backend from now on and
@@ -129,17 +124,11 @@ func (d *Device) Activate(mem virtio.Memory, queues []*queue.Queue, features uin
 // startWorker runs w on a new goroutine. mu held, w set, none running.
 func (d *Device) startWorker() {
 	d.stop, d.done = make(chan struct{}), make(chan struct{})
-	d.live.Store(&activation{w: d.w, stop: d.stop})
 	go d.w.run(d.stop, d.done)
 }
 
-// Notify implements mmio.Device: it processes the ring itself when the
-// worker is idle (inline.go), else wakes the worker. It never waits for a
-// lock or for the guest.
+// Notify implements mmio.Device: it wakes the worker. It never blocks.
 func (d *Device) Notify(q int) {
-	if d.serveInline() {
-		return
-	}
 	select {
 	case d.kick <- struct{}{}:
 	default: // a wake-up is already pending
@@ -163,7 +152,6 @@ func (d *Device) stopWorker() {
 	}
 	close(d.stop)
 	<-d.done
-	d.unlive()
 	d.stop, d.done = nil, nil
 	select {
 	case <-d.kick: // drop a stale wake-up
@@ -209,13 +197,13 @@ func (w *worker) run(stop, done chan struct{}) {
 	defer close(done)
 	// The driver may have queued requests before its first kick arrived (or
 	// before a snapshot was restored): look once before sleeping.
-	w.processOnWorker(stop)
+	w.process(stop)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-w.d.kick:
-			w.processOnWorker(stop)
+			w.process(stop)
 		}
 	}
 }

@@ -34,11 +34,6 @@ type Device struct {
 	// read; its fd is then out of the epoll set for good.
 	backendDead atomic.Bool
 
-	// live is the running worker, for Notify's inline passes (inline.go);
-	// passMu is held around every pass, by the worker or by Notify.
-	live   atomic.Pointer[worker]
-	passMu sync.Mutex
-
 	fdMu      sync.RWMutex // read-held while Notify writes kickfd; write-held while Close closes the fds
 	fdsClosed bool
 
@@ -48,7 +43,7 @@ type Device struct {
 	// linkChanged: SetLinkUp while paused; Resume tells the driver.
 	linkChanged bool
 	closed      bool
-	interest    uint32 // epoll events registered for the backend fd; under passMu while a worker runs
+	interest    uint32 // epoll events registered for the backend fd; owned by w while it runs
 }
 
 // New returns a network device for cfg. On success the device owns
@@ -184,18 +179,13 @@ func (d *Device) startWorker() {
 	w.stop.Store(false)
 	w.done = make(chan struct{})
 	d.running.Store(true)
-	d.live.Store(w)
 	go w.run()
 }
 
-// Notify implements mmio.Device: it serves the queues itself when the
-// worker is idle (inline.go), else wakes the worker. It never waits, on a
-// lock, the guest or the backend.
+// Notify implements mmio.Device: it wakes the worker. It never blocks on
+// the guest or the backend.
 func (d *Device) Notify(q int) {
 	if (q != RxQueue && q != TxQueue) || !d.running.Load() {
-		return
-	}
-	if d.serveInline() {
 		return
 	}
 	d.kick()
@@ -253,7 +243,6 @@ func (d *Device) haltWorker() {
 	w.stop.Store(true)
 	d.kick()
 	<-w.done
-	d.unlive()
 	d.running.Store(false)
 	// Interest from this run must not wake the next one.
 	d.setInterest(0)

@@ -63,7 +63,8 @@ func (w *worker) run() {
 	defer close(w.done)
 	var events [4]unix.EpollEvent
 	for !w.stop.Load() {
-		more := w.passOnWorker()
+		more := w.pass()
+		w.d.setInterest(w.interest())
 		timeout := -1
 		if more {
 			timeout = 0
