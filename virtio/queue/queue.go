@@ -328,3 +328,34 @@ func (q *Queue) Unpop(mem virtio.Memory, heads []uint16) (bool, error) {
 	// chains between nextAvail and it are popped again from the ring.
 	return true, nil
 }
+
+// AvailIdx reads the driver's current available index (how many chains it
+// has ever made available, mod 2^16), without consuming anything.
+func (q *Queue) AvailIdx(mem virtio.Memory) (uint16, error) {
+	if !q.ready {
+		return 0, ErrNotReady
+	}
+	if err := q.readAvailIdx(mem); err != nil {
+		return 0, err
+	}
+	return q.availIdx, nil
+}
+
+// WatchAvail asks the driver to notify the device once the available index
+// moves past idx (with EVENT_IDX; without it the driver notifies anyway) and
+// reports whether it already has: the index is read again after the request
+// is published, so a chain added in between is not missed by both sides.
+func (q *Queue) WatchAvail(mem virtio.Memory, idx uint16) (moved bool, err error) {
+	if !q.ready {
+		return false, ErrNotReady
+	}
+	if q.eventIdx {
+		if err := StoreIndex(mem, q.used+4+8*uint64(q.size), idx); err != nil {
+			return false, fmt.Errorf("%w: avail_event: %w", ErrRing, err)
+		}
+	}
+	if err := q.readAvailIdx(mem); err != nil {
+		return false, err
+	}
+	return q.availIdx != idx, nil
+}

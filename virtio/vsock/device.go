@@ -108,6 +108,9 @@ type Stats struct {
 	HostErrors        atomic.Uint64 // host socket read/write failures (peer went away)
 	AcceptErrors      atomic.Uint64 // failed accepts on UDSPath
 	TransportResets   atomic.Uint64 // ResetTransport calls
+	// RxHeldForReset counts rx rounds that had packets for the guest but
+	// waited for the driver to handle a transport reset first.
+	RxHeldForReset atomic.Uint64
 	Interrupts        atomic.Uint64 // used-buffer interrupts raised
 
 	InvalidChains    atomic.Uint64 // malformed descriptor chains on any queue
@@ -160,6 +163,13 @@ type Device struct {
 	rxReady   []*conn             // connections with packets for the guest, round-robin
 	rsts      []connKey           // RSTs owed for packets that matched no connection
 	evPending bool                // a TRANSPORT_RESET event awaits an event buffer
+	// evAwait: the reset was delivered and rx waits until the driver has
+	// handled it, which it shows by making an event buffer available again
+	// (its avail index moving past evAwaitIdx). Linux handles the event and
+	// the rx queue in separate work items: a connection delivered before
+	// the reset is handled would be reset with the stale ones.
+	evAwait    bool
+	evAwaitIdx uint16
 	txStalled bool                // tx processing paused until rsts drains
 	rxScratch [HeaderLen]byte     // header encoding buffer
 	txScratch [HeaderLen]byte     // header decoding buffer
@@ -252,7 +262,7 @@ func (d *Device) Activate(mem virtio.Memory, queues []*queue.Queue, features uin
 	}
 	d.mem, d.tr = mem, t
 	d.rxq, d.txq, d.evq = queues[QueueRx], queues[QueueTx], queues[QueueEvent]
-	d.failed, d.evPending, d.txStalled = false, false, false
+	d.failed, d.evPending, d.txStalled, d.evAwait = false, false, false, false
 	d.kick()
 	return nil
 }
@@ -281,7 +291,7 @@ func (d *Device) Reset() {
 // deactivate forgets the queues. mu held.
 func (d *Device) deactivate() {
 	d.mem, d.tr, d.rxq, d.txq, d.evq = nil, nil, nil, nil, nil
-	d.failed, d.evPending, d.txStalled = false, false, false
+	d.failed, d.evPending, d.txStalled, d.evAwait = false, false, false, false
 }
 
 // ResetTransport drops every connection, closing the host sides, and tells

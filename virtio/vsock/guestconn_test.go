@@ -58,6 +58,7 @@ func (s *gstack) dispatch(p gpkt) {
 	if c == nil {
 		switch p.op {
 		case opRequest:
+			s.requests.Add(1)
 			if s.ignoreRequests {
 				s.stray = append(s.stray, p)
 				return

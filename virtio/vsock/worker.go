@@ -89,10 +89,16 @@ func (d *Device) processTx() (more bool) {
 // processRx fills the guest's rx buffers with owed packets: RSTs for stray
 // packets first, then connections round-robin. Without buffers, packets wait
 // in their (bounded) connection state until the driver adds some and
-// notifies. Nothing is delivered while a transport reset is pending, so the
-// guest sees the reset first.
+// notifies. Nothing is delivered while a transport reset is pending or not
+// yet handled by the driver, so the guest sees the reset first.
 func (d *Device) processRx() (more bool) {
 	if d.evPending {
+		return false
+	}
+	if d.evAwait && !d.resetHandled() {
+		if d.rxWaiting() {
+			d.stats.RxHeldForReset.Add(1)
+		}
 		return false
 	}
 	budget := int(d.rxq.Size())
@@ -190,7 +196,30 @@ func (d *Device) processEvent() {
 			return
 		}
 		d.signal(d.evq)
+		if !d.evPending {
+			idx, err := d.evq.AvailIdx(d.mem)
+			if err != nil {
+				d.fail(err)
+				return
+			}
+			d.evAwait, d.evAwaitIdx = true, idx
+		}
 	}
+}
+
+// resetHandled reports whether the driver has handled the delivered
+// transport reset (made an event buffer available again), asking it to
+// notify when it does. mu held, evAwait set.
+func (d *Device) resetHandled() bool {
+	moved, err := d.evq.WatchAvail(d.mem, d.evAwaitIdx)
+	if err != nil {
+		d.fail(err)
+		return false
+	}
+	if moved {
+		d.evAwait = false
+	}
+	return moved
 }
 
 // popError handles a Pop error and reports whether the queue is still
