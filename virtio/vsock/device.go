@@ -111,7 +111,7 @@ type Stats struct {
 	// RxHeldForReset counts rx rounds that had packets for the guest but
 	// waited for the driver to handle a transport reset first.
 	RxHeldForReset atomic.Uint64
-	Interrupts        atomic.Uint64 // used-buffer interrupts raised
+	Interrupts     atomic.Uint64 // used-buffer interrupts raised
 
 	InvalidChains    atomic.Uint64 // malformed descriptor chains on any queue
 	ShortPackets     atomic.Uint64 // tx chains shorter than the header
@@ -170,9 +170,9 @@ type Device struct {
 	// the reset is handled would be reset with the stale ones.
 	evAwait    bool
 	evAwaitIdx uint16
-	txStalled bool                // tx processing paused until rsts drains
-	rxScratch [HeaderLen]byte     // header encoding buffer
-	txScratch [HeaderLen]byte     // header decoding buffer
+	txStalled  bool            // tx processing paused until rsts drains
+	rxScratch  [HeaderLen]byte // header encoding buffer
+	txScratch  [HeaderLen]byte // header decoding buffer
 }
 
 // firstEphemeral is where host ports of host-initiated connections start:
