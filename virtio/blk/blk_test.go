@@ -64,6 +64,14 @@ func newEnv(t testing.TB, size int64, cfg blk.Config, features uint64) *env {
 		t.Fatal(err)
 	}
 	be := &syncCounter{File: f}
+	e := newEnvOn(t, be, cfg, features)
+	e.path, e.be = path, be
+	return e
+}
+
+// newEnvOn is newEnv over any backend.
+func newEnvOn(t testing.TB, be blk.Backend, cfg blk.Config, features uint64) *env {
+	t.Helper()
 	dev, err := blk.New(be, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +93,7 @@ func newEnv(t testing.TB, size int64, cfg blk.Config, features uint64) *env {
 	if err != nil {
 		t.Fatalf("Probe: %v", err)
 	}
-	return &env{t: t, path: path, dev: dev, tr: tr, mem: mem, irq: irq, g: g, q: g.Queues[0], be: be}
+	return &env{t: t, dev: dev, tr: tr, mem: mem, irq: irq, g: g, q: g.Queues[0]}
 }
 
 const allFeatures = virtio.FeatureEventIdx | virtio.FeatureIndirectDesc | blk.FeatureFlush |

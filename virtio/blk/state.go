@@ -14,11 +14,22 @@ const stateLen = 2 + 8 + 1
 // Pause implements mmio.Snapshotter: the worker finishes the request it is
 // serving and stops; the requests after it stay in the ring, not started.
 // A device activated while paused waits for Resume.
+//
+// A copy-on-write overlay's cluster map lives in memory between flushes; it
+// is written out here so that what is on disk while the machine is paused
+// (what a fork or a suspend copies) is the disk the guest sees. A failure
+// (counted in IOErrors) leaves the guest's own data intact; only a copy
+// taken now could miss its newest clusters.
 func (d *Device) Pause() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.paused = true
 	d.stopWorker()
+	if c, ok := d.backend.(*COW); ok {
+		if err := c.Sync(); err != nil {
+			d.stats.IOErrors.Add(1)
+		}
+	}
 }
 
 // Resume implements mmio.Snapshotter: the worker starts again and looks at
