@@ -40,6 +40,7 @@ type vmmFlags struct {
 	disks, nets                      []string
 	vsock                            string
 	control, restore                 string
+	standby                          bool
 }
 
 func newVMMCmd() *cobra.Command {
@@ -61,6 +62,11 @@ of each - disk file, TAP, MAC, vsock CID and socket - may differ).
 
 --control SOCK lets a supervisor pause, resume, fork and suspend the running
 VM (JSON lines, see package vmm/control and docs/cli.md).
+
+--standby builds the VM (memory slots, vCPUs, devices) without booting
+anything and waits for a "restore" request on --control naming a snapshot
+directory: the costly part of a restore is done before the parent of a fork
+even pauses.
 
 Exit status:
   0  the guest powered off (or the monitor got SIGINT/SIGTERM and stopped it)
@@ -93,6 +99,7 @@ The kernel command line is "` + machine.DefaultCmdline + `" followed by --cmdlin
 	fl.BoolVar(&f.timing, "timing", false, "print the monitor's setup time and the VM's run time to stderr")
 	fl.StringVar(&f.control, "control", "", "serve pause/resume/fork/suspend requests on this Unix socket (created 0600)")
 	fl.StringVar(&f.restore, "restore", "", "resume the VM saved in this snapshot directory instead of booting --kernel")
+	fl.BoolVar(&f.standby, "standby", false, "prepare a VM of --cpus and --mem-mib with the given devices and wait for a restore request on --control (a fork's child built before its parent pauses)")
 	return cmd
 }
 
@@ -101,7 +108,7 @@ type vmmResult struct {
 	Result     string  `json:"result"` // poweroff, reboot, crash, host-stop, suspended
 	Detail     string  `json:"detail"`
 	ExitStatus int     `json:"exit_status"`
-	SetupMs    float64 `json:"setup_ms"` // process start to the vCPUs starting
+	SetupMs    float64 `json:"setup_ms"` // process start to the vCPUs starting (standby: the restore request)
 	RunMs      float64 `json:"run_ms"`   // vCPUs starting to the VM stopping
 	// BootMarks are the guest's boot-timer writes, in ms after the vCPUs started.
 	BootMarks []bootMark `json:"boot_marks"`
@@ -124,13 +131,18 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		defer c.Close()
 		console = c
 	}
-	if f.restore != "" {
+	switch {
+	case f.standby:
+		if f.kernel != "" || f.initrd != "" || f.cmdline != "" || f.restore != "" || f.control == "" {
+			return errors.New("--standby takes --cpus, --mem-mib, devices and --control (required), not --kernel, --initrd, --cmdline or --restore")
+		}
+	case f.restore != "":
 		if f.kernel != "" || f.initrd != "" || f.cmdline != "" || cmd.Flags().Changed("cpus") || cmd.Flags().Changed("mem-mib") {
 			return errors.New("--restore takes the kernel, command line, vCPUs and memory from the snapshot: drop --kernel, --initrd, --cmdline, --cpus and --mem-mib")
 		}
-	} else {
+	default:
 		if f.kernel == "" {
-			return errors.New("--kernel (or --restore) is required")
+			return errors.New("--kernel (or --restore, or --standby) is required")
 		}
 		if _, err := os.Stat(f.kernel); err != nil {
 			return fmt.Errorf("kernel: %w", err)
@@ -147,9 +159,14 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		Log:     stderr,
 	}
 	var m *machine.Machine
-	if f.restore != "" {
+	var standby *machine.Standby
+	switch {
+	case f.standby:
+		cfg.CPUs, cfg.MemMiB = f.cpus, f.memMiB
+		standby, err = machine.NewStandby(cfg)
+	case f.restore != "":
 		m, err = machine.RestoreDir(cfg, f.restore)
-	} else {
+	default:
 		cmdline := strings.TrimSpace(machine.DefaultCmdline + " " + f.cmdline)
 		cfg.CPUs, cfg.MemMiB = f.cpus, f.memMiB
 		cfg.Load = machine.LinuxLoader(f.kernel, f.initrd, cmdline, f.cpus)
@@ -158,11 +175,44 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 	if err != nil {
 		return err
 	}
-	defer m.Close()
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	ctl := newVMMControl(m, standby)
+	var stopControl func() error
+	if f.control != "" {
+		ln, err := listenControl(f.control)
+		if err != nil {
+			if m != nil {
+				m.Close()
+			}
+			ctl.abandon()
+			return err
+		}
+		srv := control.Serve(ln, ctl)
+		// Closed before the result is written: a suspend's answer reaches
+		// the daemon before the monitor says it ended.
+		defer srv.Close()
+		defer os.Remove(f.control)
+		stopControl = srv.Close
+	}
+	var setup time.Duration
+	if standby != nil {
+		select {
+		case <-ctl.restored:
+		case <-sigs:
+			if ctl.abandon() == nil {
+				fmt.Fprintln(stderr, "boxd vmm: host-stop: stopped while standing by")
+				return writeResult(f.resultJSON, vmmResult{Result: machine.HostStop.String(), Detail: "stopped while standing by", BootMarks: []bootMark{}})
+			}
+			// A restore won the race: stop the VM it started.
+			ctl.machine().Stop()
+		}
+		m = ctl.machine()
+		setup = ctl.restoreTime
+	}
+	defer m.Close()
 	go func() {
 		select {
 		case <-sigs:
@@ -175,24 +225,12 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		// interruptible, and the monitor exits right after the VM stops.
 		go forwardInput(cmd.InOrStdin(), m)
 	}
-	ctl := &vmmControl{m: m}
-	var stopControl func() error
-	if f.control != "" {
-		ln, err := listenControl(f.control)
-		if err != nil {
+	if standby == nil {
+		if err := m.Start(); err != nil {
 			return err
 		}
-		srv := control.Serve(ln, ctl)
-		// Closed before the result is written: a suspend's answer reaches
-		// the daemon before the monitor says it ended.
-		defer srv.Close()
-		defer os.Remove(f.control)
-		stopControl = srv.Close
+		setup = time.Since(processStart)
 	}
-	if err := m.Start(); err != nil {
-		return err
-	}
-	setup := time.Since(processStart)
 	// Loading the kernel and initrd left garbage on the heap; hand it back so the
 	// monitor's resident size is what it needs to run, not what it needed to load.
 	go debug.FreeOSMemory()
@@ -217,18 +255,27 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		fmt.Fprintf(stderr, "boxd vmm: setup %.2f ms, ran %.1f ms\n", ms(setup), ms(run))
 	}
 	fmt.Fprintf(stderr, "boxd vmm: %s: %s\n", result, r.Detail)
-	if f.resultJSON != "" {
-		res := vmmResult{Result: result, Detail: r.Detail, ExitStatus: status, SetupMs: ms(setup), RunMs: ms(run), BootMarks: []bootMark{}}
-		for _, mk := range m.BootTimer.Marks() {
-			res.BootMarks = append(res.BootMarks, bootMark{ID: mk.ID, Ms: ms(mk.At)})
-		}
-		b, _ := json.Marshal(res)
-		if err := os.WriteFile(f.resultJSON, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("result: %w", err)
-		}
+	res := vmmResult{Result: result, Detail: r.Detail, ExitStatus: status, SetupMs: ms(setup), RunMs: ms(run), BootMarks: []bootMark{}}
+	for _, mk := range m.BootTimer.Marks() {
+		res.BootMarks = append(res.BootMarks, bootMark{ID: mk.ID, Ms: ms(mk.At)})
+	}
+	if err := writeResult(f.resultJSON, res); err != nil {
+		return err
 	}
 	if status != 0 {
 		return &exitError{code: status}
+	}
+	return nil
+}
+
+// writeResult writes --result-json (nothing when path is empty).
+func writeResult(path string, res vmmResult) error {
+	if path == "" {
+		return nil
+	}
+	b, _ := json.Marshal(res)
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("result: %w", err)
 	}
 	return nil
 }

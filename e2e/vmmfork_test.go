@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/boxd-dev/boxd/vmm/control"
 )
 
@@ -82,6 +84,33 @@ func dialControl(t testing.TB, sock string) *control.Client {
 	return c
 }
 
+// dialControlWhenUp dials a monitor's control socket once it exists: the
+// monitor creates it during its setup, so a refused dial is retried while
+// the monitor runs (each attempt waits for the monitor's next console line
+// or exit, never a fixed time).
+func dialControlWhenUp(t testing.TB, sock string, v *liveVMM) *control.Client {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := control.Dial(ctx, sock)
+		cancel()
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+			return c
+		}
+		select {
+		case <-v.done:
+			t.Fatalf("monitor exited before its control socket was up\nstderr:\n%s", v.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("control socket %s: %v", sock, err)
+		}
+		watchCreate(t, filepath.Dir(sock), time.Second)
+	}
+}
+
 func ctl(t testing.TB, c *control.Client, req control.Request) control.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -142,7 +171,14 @@ func TestVMMForkSuspendRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A fork of the fork (its memory is private now: a delta of dirty pages).
+	// A fork of the fork (its memory is private now: a delta of dirty
+	// pages), into a standby monitor built before the child pauses.
+	gcSock := filepath.Join(t.TempDir(), "grandchild.sock")
+	gc := startVMM(t, nil, "--standby", "--cpus", "1", "--mem-mib", "256", "--mem-dir", memDir(t), "--control", gcSock)
+	gcc := dialControlWhenUp(t, gcSock, gc)
+	if resp := ctl(t, gcc, control.Request{Op: control.OpStatus}); resp.State != "standby" {
+		t.Errorf("standby monitor reports state %q", resp.State)
+	}
 	cc := dialControl(t, childSock)
 	ctl(t, cc, control.Request{Op: control.OpPause})
 	snap2 := filepath.Join(shm, "snap2")
@@ -152,8 +188,10 @@ func TestVMMForkSuspendRestore(t *testing.T) {
 		t.Errorf("fork of a fork answered %+v, want some dirty pages copied", resp.Snapshot)
 	}
 	ctl(t, cc, control.Request{Op: control.OpResume})
+	if resp := ctl(t, gcc, control.Request{Op: control.OpRestore, Dir: snap2}); resp.State != "running" {
+		t.Errorf("standby after restore reports state %q", resp.State)
+	}
 	lastChild, _ := child.nextTick(t)
-	gc := startVMM(t, nil, "--restore", snap2, "--mem-dir", memDir(t))
 	if g, _ := gc.nextTick(t); g < n || g > lastChild+50 {
 		t.Errorf("grandchild's first tick is %d, child was at %d..%d", g, n, lastChild)
 	}
@@ -231,4 +269,20 @@ func flipByte(t testing.TB, path string, off int64) {
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// watchCreate waits until something is created in dir, or timeout (the
+// caller re-checks what it waits for either way: a file created before the
+// watch began is not missed, only found on the next round).
+func watchCreate(t testing.TB, dir string, timeout time.Duration) {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE); err != nil {
+		t.Fatal(err)
+	}
+	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(timeout.Milliseconds()))
 }

@@ -93,3 +93,8 @@ func (c *Client) Suspend(ctx context.Context, dir string) (Response, error) {
 
 // newReader holds a whole response line, so ReadSlice never returns a part.
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, MaxLine) }
+
+// Restore makes a standby monitor restore dir and run it.
+func (c *Client) Restore(ctx context.Context, dir string) (Response, error) {
+	return c.Do(ctx, Request{Op: OpRestore, Dir: dir})
+}

@@ -23,6 +23,9 @@ const (
 	// (state and the whole memory) to Dir and ends the monitor, which exits
 	// with status 5 ("suspended") after answering.
 	OpSuspend = "suspend"
+	// OpRestore is for a monitor started with --standby: it restores the
+	// snapshot directory Dir into the machine it prepared and starts it.
+	OpRestore = "restore"
 )
 
 // MaxLine bounds one request or response line.
@@ -31,8 +34,8 @@ const MaxLine = 64 << 10
 // Request is one line from the daemon.
 type Request struct {
 	Op string `json:"op"`
-	// Dir is the snapshot directory of OpFork and OpSuspend: an absolute
-	// path to an existing, empty directory.
+	// Dir is the snapshot directory of OpFork and OpSuspend (absolute; a
+	// new or empty directory) and of OpRestore (a snapshot to read).
 	Dir string `json:"dir,omitempty"`
 }
 
@@ -68,14 +71,14 @@ func (r Request) Validate() error {
 		if r.Dir != "" {
 			return fmt.Errorf("%s takes no dir", r.Op)
 		}
-	case OpFork, OpSuspend:
+	case OpFork, OpSuspend, OpRestore:
 		if r.Dir == "" || !filepath.IsAbs(r.Dir) || filepath.Clean(r.Dir) != r.Dir {
 			return fmt.Errorf("%s needs an absolute, clean dir, got %q", r.Op, r.Dir)
 		}
 	case "":
 		return errors.New("request without an op")
 	default:
-		return fmt.Errorf("unknown op %q (want status, pause, resume, fork or suspend)", r.Op)
+		return fmt.Errorf("unknown op %q (want status, pause, resume, fork, suspend or restore)", r.Op)
 	}
 	return nil
 }

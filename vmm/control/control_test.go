@@ -109,6 +109,8 @@ func TestValidate(t *testing.T) {
 		{Request{Op: OpPause}, ""},
 		{Request{Op: OpFork, Dir: "/var/lib/boxd/snap"}, ""},
 		{Request{Op: OpSuspend, Dir: "/x"}, ""},
+		{Request{Op: OpRestore, Dir: "/x/snap"}, ""},
+		{Request{Op: OpRestore}, "absolute"},
 		{Request{}, "without an op"},
 		{Request{Op: "reboot"}, "unknown op"},
 		{Request{Op: OpPause, Dir: "/x"}, "takes no dir"},
