@@ -34,11 +34,13 @@ type worker struct {
 	// Receive side. A frame is read from the backend only while at least
 	// one receive chain is held, so the kernel keeps frames queued while the
 	// guest has no buffers.
-	stage   []byte         // the frame being delivered, header first
-	staged  int            // its length; 0 when none
-	held    []*queue.Chain // popped receive chains, in ring order
-	heldCap uint64         // writable bytes in held
-	used    []usedElem     // scratch for pushing a merged frame
+	stage   []byte          // the frame being delivered, header first
+	staged  int             // its length; 0 when none
+	held    []*queue.Chain  // popped receive chains, in ring order
+	heldCap uint64          // writable bytes in held
+	used    []usedElem      // scratch for pushing a merged frame
+	rxHdr   [HeaderLen]byte // a received header, copied out of guest memory (rxdirect.go)
+	rxIov   [][]byte        // the guest buffers a frame is read into (rxdirect.go)
 
 	// Transmit side.
 	txPending *queue.Chain    // chain whose write hit EAGAIN; iov still describes it
