@@ -97,6 +97,17 @@ func (d *daemon) counter(vm string) int {
 	return n
 }
 
+// waitServing waits until the counter started by startCounter runs and its
+// HTTP server answers (python starts slowly in a nested guest).
+func (d *daemon) waitServing(vm string) {
+	d.t.Helper()
+	waitFor(d.t, vm+"'s counter and HTTP server", 3*time.Minute, func() bool {
+		out, _, code := d.cli("exec", vm, "curl -sf http://127.0.0.1:8000/counter")
+		_, err := strconv.Atoi(strings.TrimSpace(out))
+		return code == 0 && err == nil
+	})
+}
+
 // wantCounting checks that vm's counter advances, and that its HTTP server
 // serves it.
 func (d *daemon) wantCounting(vm string) {
@@ -127,10 +138,7 @@ func TestForkProcessesDiskIdentity(t *testing.T) {
 	var p vmDoc
 	d.jsonCLI(&p, "new", "--name=p", "--cpus", "1", "--mem", "512M", "--disk", "4G")
 	d.sh("p", startCounter)
-	waitFor(t, "the counter to start", time.Minute, func() bool {
-		out, _, _ := d.cli("exec", "p", "cat /srv/counter")
-		return strings.TrimSpace(out) != ""
-	})
+	d.waitServing("p")
 	d.sh("p", "echo before > /root/before && sync")
 
 	var res forkDoc
@@ -181,10 +189,7 @@ func TestSuspendResumeE2E(t *testing.T) {
 	var s vmDoc
 	d.jsonCLI(&s, "new", "--name=s", "--cpus", "1", "--mem", "512M", "--disk", "4G")
 	d.sh("s", startCounter)
-	waitFor(t, "the counter to start", time.Minute, func() bool {
-		out, _, _ := d.cli("exec", "s", "cat /srv/counter")
-		return strings.TrimSpace(out) != ""
-	})
+	d.waitServing("s")
 
 	// In memory.
 	var v struct {
