@@ -302,10 +302,7 @@ func TestGoldenE2E(t *testing.T) {
 	d := startDaemon(t, "--mem-dir", memTmpfs(t))
 	d.jsonCLI(new(vmDoc), "new", "--name=gold", "--cpus", "1", "--mem", "512M", "--disk", "4G")
 	d.sh("gold", startCounter+" echo prepared > /root/app")
-	waitFor(t, "the counter to start", time.Minute, func() bool {
-		out, _, _ := d.cli("exec", "gold", "cat /srv/counter")
-		return strings.TrimSpace(out) != ""
-	})
+	d.waitServing("gold")
 	var g struct {
 		vmDoc
 		Snapshot string `json:"snapshot"`
