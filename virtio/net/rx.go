@@ -34,6 +34,14 @@ func (w *worker) rxPass() (more bool) {
 		if len(w.held) == 0 && !w.holdRx() {
 			return false
 		}
+		if vr, ok := w.d.backend.(VectorReader); ok && w.mrg && w.staged == 0 {
+			switch w.rxDirect(vr) {
+			case rxEmpty:
+				return false
+			case rxDone:
+				continue
+			}
+		}
 		if w.staged == 0 {
 			if !w.readFrame() {
 				return false

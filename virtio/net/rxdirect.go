@@ -106,6 +106,7 @@ func (w *worker) rxDirect(vr VectorReader) directRx {
 		return rxEmpty
 	}
 	w.delivered(uint64(n))
+	w.direct++
 	return rxDone
 }
 

@@ -28,10 +28,11 @@ func TestRxDirect(t *testing.T) {
 		sizes   []int
 		buffers []int
 		badHdr  int // index of a frame sent with an unnegotiated GSO type; -1 for none
+		direct  uint64
 	}{
-		{"enough buffers: direct", rep(140, 512), []int{14, 60, 1514, MaxFrameLen, 3000}, []int{1, 1, 3, 129, 6}, -1},
-		{"few buffers: staging", rep(8, 2048), []int{1514, 60}, []int{1, 1}, -1},
-		{"bad header dropped", rep(140, 512), []int{1514, 1514, 60}, []int{3, 0, 1}, 1},
+		{"enough buffers: direct", rep(140, 512), []int{14, 60, 1514, MaxFrameLen, 3000}, []int{1, 1, 3, 129, 6}, -1, 4}, // the last: too few buffers left, staged
+		{"few buffers: staging", rep(8, 2048), []int{1514, 60}, []int{1, 1}, -1, 0},
+		{"bad header dropped", rep(140, 512), []int{1514, 1514, 60}, []int{3, 0, 1}, 1, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -42,6 +43,9 @@ func TestRxDirect(t *testing.T) {
 			}
 			t.Cleanup(func() { d.Close() })
 			g := newGuest(t, d, guestOptions{features: FeatureMrgRxbuf})
+			d.mu.Lock()
+			w := d.w
+			d.mu.Unlock()
 			for _, c := range tt.chains {
 				g.postRx(c...)
 			}
@@ -75,6 +79,10 @@ func TestRxDirect(t *testing.T) {
 			}
 			if d.stats.RxFrames.Load() != uint64(len(tt.sizes))-dropped || d.stats.RxDropped.Load() != dropped {
 				t.Errorf("stats: %s", d.stats.String())
+			}
+			d.Reset() // stops the worker: its counters are ours to read
+			if w.direct != tt.direct {
+				t.Errorf("%d frames received directly, want %d", w.direct, tt.direct)
 			}
 		})
 	}

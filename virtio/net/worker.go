@@ -41,6 +41,7 @@ type worker struct {
 	used    []usedElem      // scratch for pushing a merged frame
 	rxHdr   [HeaderLen]byte // a received header, copied out of guest memory (rxdirect.go)
 	rxIov   [][]byte        // the guest buffers a frame is read into (rxdirect.go)
+	direct  uint64          // frames received straight into guest buffers (for tests)
 
 	// Transmit side.
 	txPending *queue.Chain    // chain whose write hit EAGAIN; iov still describes it
