@@ -32,6 +32,13 @@ type Config struct {
 	MemMiB int
 	// MemDir backs RAM with a file in this folder (a tmpfs) instead of a memfd.
 	MemDir string
+	// LayerDir is a folder on the filesystem where snapshots on disk live
+	// (suspend to disk, goldens), owned by the VM and kept while it lives:
+	// a memory layer restored from such a snapshot, which cannot be linked
+	// into MemDir, is linked here, so the VM can still be forked (SaveFork
+	// names the layer by this link) after the snapshot is deleted. The
+	// machine removes its links when it is closed.
+	LayerDir string
 
 	// Load puts the guest in memory and sets vCPU 0's registers; see LinuxLoader.
 	Load Loader
@@ -174,7 +181,7 @@ func New(cfg Config) (m *Machine, err error) {
 	// Memory slots go in before the irqchip and PIT exist: once they do, every
 	// slot change waits for an SRCU grace period (measured: 7 ms against 50 µs).
 	if m.ram == nil {
-		if m.ram, err = memory.New(uint64(cfg.MemMiB)<<20, memory.Options{Dir: cfg.MemDir}); err != nil {
+		if m.ram, err = memory.New(uint64(cfg.MemMiB)<<20, cfg.memOptions()); err != nil {
 			return nil, err
 		}
 	}

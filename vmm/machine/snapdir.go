@@ -19,10 +19,16 @@ import (
 //	DIR/mem.N    layer files (mem.0 is the base); hard links to files other
 //	             snapshots and VMs share, never written after the save
 //
+// A layer on another filesystem than DIR (restored from a snapshot on
+// disk) is not in DIR: the manifest names the saving VM's own link to it
+// in its Config.LayerDir by absolute path, so DIR is only valid while that
+// VM lives; a VM restored from DIR links the file into its own LayerDir at
+// once, and from then on depends on neither.
+//
 // The state file is written last, so a directory with a state file is
 // complete. Restores only read it, so any number of VMs restore from one
 // directory, and it may be deleted once they run if they were restored with
-// a memory folder (their layers are linked there).
+// a memory folder and a layer folder (their layers are linked there).
 const (
 	StateFile    = "state"
 	ManifestFile = "memory"
@@ -46,7 +52,10 @@ type SaveStats struct {
 // SaveFork writes into dir (created if missing, must not hold a snapshot) a
 // snapshot of the paused machine m from which any number of children can be
 // restored (RestoreDir), sharing m's memory copy-on-write. m's RAM must be
-// in a memory folder (Config.MemDir) on the same filesystem as dir. The cost
+// in a memory folder (Config.MemDir) on the same filesystem as dir; a layer
+// on another filesystem (m was restored from a snapshot on disk) is named
+// by m's own link in Config.LayerDir, so children must restore from dir
+// while m lives, and SaveFork fails if m has no layer folder. The cost
 // follows what m wrote since its last fork, not its size: the first fork of a
 // fresh machine links its memory file into dir and remaps m private in place;
 // a later fork (or a fork of a restored child) writes only m's private pages
@@ -148,20 +157,26 @@ func writeNew(path string, b []byte) error {
 // manifest are read and validated, the memory layers mapped MAP_PRIVATE
 // (pages load lazily and stay shared with every other VM restored from the
 // same files), and the state restored (Restore). A corrupt, foreign or
-// incomplete directory is refused before any VM is created. With
-// cfg.MemDir set, each layer is also linked into it (when on the same
-// filesystem), so the machine can be forked again after dir is deleted. The
-// returned machine is Created: Start runs it.
+// incomplete directory is refused before any VM is created. Each layer is
+// also linked into cfg.MemDir or, on another filesystem (a snapshot on
+// disk, or a layer a fork names by absolute path), into cfg.LayerDir, so
+// the machine can be forked again after dir (or the VM a fork came from)
+// is gone. The returned machine is Created: Start runs it.
 func RestoreDir(cfg Config, dir string) (*Machine, error) {
 	st, man, err := ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	ram, err := memory.MapManifest(dir, man, cfg.MemDir)
+	ram, err := memory.MapManifest(dir, man, cfg.memOptions())
 	if err != nil {
 		return nil, fmt.Errorf("machine: restore %s: %w", dir, err)
 	}
 	return Restore(cfg, st, ram)
+}
+
+// memOptions says where the machine's RAM lives and keeps its layers.
+func (c Config) memOptions() memory.Options {
+	return memory.Options{Dir: c.MemDir, LayerDir: c.LayerDir}
 }
 
 // ReadDir reads and validates a snapshot directory's state and manifest,

@@ -63,8 +63,8 @@ func (s *Standby) take(st *snapshot.State) (*Machine, error) {
 // RestoreDir is machine.RestoreDir into the standby machine: the directory
 // is read and validated first (a refused directory leaves the standby
 // usable), then the memory layers are mapped over the placeholder and the
-// state restored. On a later error the machine is closed. cfg.MemDir of the
-// standby is where layers are linked.
+// state restored. On a later error the machine is closed. Layers are linked
+// into the standby's cfg.MemDir and cfg.LayerDir, as for RestoreDir.
 func (s *Standby) RestoreDir(dir string) (*Machine, error) {
 	st, man, err := ReadDir(dir)
 	if err != nil {
@@ -74,7 +74,7 @@ func (s *Standby) RestoreDir(dir string) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := m.ram.Replace(dir, man, m.cfg.MemDir); err != nil {
+	if err := m.ram.Replace(dir, man, m.cfg.memOptions()); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("machine: restore %s: %w", dir, err)
 	}

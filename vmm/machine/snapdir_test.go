@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"golang.org/x/sys/unix"
 
 	"github.com/boxd-dev/boxd/internal/testguest"
 	"github.com/boxd-dev/boxd/vmm/kvm"
@@ -291,6 +292,8 @@ func TestRestoreDirRefuses(t *testing.T) {
 	if _, err := SaveFork(m, good); err != nil {
 		t.Fatal(err)
 	}
+	// The parent's own link to its frozen memory file.
+	kept, _ := os.ReadDir(memDir)
 	copyDir := func(t *testing.T) string {
 		d := t.TempDir()
 		for _, name := range []string{StateFile, ManifestFile, "mem.0"} {
@@ -331,6 +334,20 @@ func TestRestoreDirRefuses(t *testing.T) {
 			os.Remove(p)
 			os.WriteFile(p, make([]byte, 8<<20), 0o600)
 		}, memory.ErrManifest},
+		{"manifest names a symlink by path", func(d string) {
+			os.Symlink(filepath.Join(d, "mem.0"), filepath.Join(d, "link"))
+			pathManifest(t, d, filepath.Join(d, "link"))
+		}, memory.ErrManifest},
+		{"manifest names a FIFO by path", func(d string) {
+			unix.Mkfifo(filepath.Join(d, "fifo"), 0o600)
+			pathManifest(t, d, filepath.Join(d, "fifo"))
+		}, memory.ErrManifest},
+		{"manifest names a device by path", func(d string) { pathManifest(t, d, "/dev/zero") }, memory.ErrManifest},
+		{"manifest names a short file by path", func(d string) {
+			os.WriteFile(filepath.Join(d, "short"), make([]byte, 8<<20), 0o600)
+			pathManifest(t, d, filepath.Join(d, "short"))
+		}, memory.ErrManifest},
+		{"manifest names a missing file by path", func(d string) { pathManifest(t, d, filepath.Join(d, "nope")) }, os.ErrNotExist},
 		{"manifest for another size", func(d string) {
 			b, _ := (&memory.Manifest{Size: 32 << 20, Base: "mem.0"}).Encode()
 			os.Remove(filepath.Join(d, ManifestFile))
@@ -350,8 +367,21 @@ func TestRestoreDirRefuses(t *testing.T) {
 		}
 	}
 	// Nothing was left linked in the memory folder by the refusals.
-	if ents, _ := os.ReadDir(memDir); len(ents) != 0 {
-		t.Errorf("memory folder holds %d files after refused restores", len(ents))
+	if ents, _ := os.ReadDir(memDir); len(ents) != len(kept) {
+		t.Errorf("memory folder holds %d files after refused restores, %d before", len(ents), len(kept))
+	}
+}
+
+// pathManifest replaces d's manifest by one whose base is the absolute path p.
+func pathManifest(t *testing.T, d, p string) {
+	t.Helper()
+	b, err := (&memory.Manifest{Size: 16 << 20, Base: p}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(d, ManifestFile))
+	if err := os.WriteFile(filepath.Join(d, ManifestFile), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -10,6 +10,13 @@
 // it holds private copies of, found with Dirty) and remaps the RAM onto them, so
 // forks of forks cost what was written since, not the size of the guest.
 //
+// Link folders: a RAM gives every layer it maps a hard link of its own, in
+// its memory folder (Options.Dir, a tmpfs) or, for a layer on another
+// filesystem (a snapshot suspended to disk), its layer folder
+// (Options.LayerDir), and removes them when closed. So snapshot folders can
+// be deleted while VMs restored from them live, and a Freeze into a folder
+// a layer cannot be linked into names the RAM's own link by absolute path.
+//
 // Invariants:
 //   - Every method that takes a guest-physical address checks that the whole
 //     range lies inside one RAM region before touching host memory. A
@@ -19,6 +26,7 @@
 //     over the same range), so KVM memory slots stay valid.
 //   - Layer files never change once frozen; a RAM only ever maps them
 //     MAP_PRIVATE. DecodeManifest and MapManifest refuse a manifest that is
-//     corrupt, out of range, names anything but a regular file in its folder,
-//     or maps past a file's end.
+//     corrupt, out of range, names anything but a regular file in its folder
+//     or at a clean absolute path (no symbolic link as the last component;
+//     nothing else is even opened for reading), or maps past a file's end.
 package memory

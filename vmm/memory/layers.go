@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -14,22 +15,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MapManifest maps the layers man describes, files taken from dir, as a
-// private RAM: reads come from the layer files (lazily, shared with every
-// other mapping of them), writes make private copies, the files never change.
-// Files must be regular files in dir (symbolic links are refused) long
-// enough for what the manifest maps from them.
+// MapManifest maps the layers man describes, files taken from dir (or from
+// the absolute paths it names), as a private RAM: reads come from the layer
+// files (lazily, shared with every other mapping of them), writes make
+// private copies, the files never change. Files must be regular files
+// (symbolic links are refused) long enough for what the manifest maps from
+// them.
 //
-// linkDir, when set, gets a hard link to each layer file (removed again when
-// the RAM is closed), so that the RAM can be frozen again (Freeze) after dir
-// is deleted. A layer on another filesystem than linkDir is left unlinked;
-// such a RAM depends on dir staying.
-func MapManifest(dir string, man *Manifest, linkDir string) (*RAM, error) {
-	layers, ext, err := openLayers(dir, man, linkDir)
+// Each layer file gets a hard link of the RAM's own (removed again when the
+// RAM is closed) in the first of opt.Dir and opt.LayerDir on its filesystem,
+// so that the RAM can be frozen again (Freeze) after dir, or the VM whose
+// link an absolute path names, is gone. A layer on neither filesystem is
+// left unlinked; such a RAM depends on where it came from staying.
+func MapManifest(dir string, man *Manifest, opt Options) (*RAM, error) {
+	dirs, err := opt.linkDirs()
 	if err != nil {
 		return nil, err
 	}
-	return mapLayers(man.Size, layers, ext)
+	layers, ext, err := openLayers(dir, man, dirs)
+	if err != nil {
+		return nil, err
+	}
+	m, err := mapLayers(man.Size, layers, ext)
+	if err != nil {
+		return nil, err
+	}
+	m.linkDirs = dirs
+	return m, nil
 }
 
 // Replace maps the layers man describes over m in place, as MapManifest
@@ -37,25 +49,32 @@ func MapManifest(dir string, man *Manifest, linkDir string) (*RAM, error) {
 // time (its KVM memory slots registered over placeholder memory) takes its
 // snapshot's memory without new slots. m's old contents are gone. Nothing
 // may use m during the call; on error m is unchanged unless the error says
-// the mapping failed part way, after which m must be closed.
-func (m *RAM) Replace(dir string, man *Manifest, linkDir string) error {
+// the mapping failed part way, after which m must be closed. opt says where
+// layers are linked, as for MapManifest.
+func (m *RAM) Replace(dir string, man *Manifest, opt Options) error {
 	if man.Size != m.size {
 		return fmt.Errorf("memory: replace: manifest maps %d bytes, RAM has %d", man.Size, m.size)
 	}
-	layers, ext, err := openLayers(dir, man, linkDir)
+	dirs, err := opt.linkDirs()
 	if err != nil {
 		return err
 	}
+	layers, ext, err := openLayers(dir, man, dirs)
+	if err != nil {
+		return err
+	}
+	m.linkDirs = dirs
 	return m.install(layers, ext)
 }
 
 // Adopt maps src's layers over m in place (as Clone, without a new
-// mapping). src must have no private pages (just frozen).
+// mapping). src must have no private pages (just frozen). Layers src has
+// names of its own for get names of m's own in m's link folders.
 func (m *RAM) Adopt(src *RAM) error {
 	if src.size != m.size {
 		return fmt.Errorf("memory: adopt: %d bytes into a RAM of %d", src.size, m.size)
 	}
-	layers, err := src.dupLayers()
+	layers, err := src.dupLayers(m.linkDirs)
 	if err != nil {
 		return err
 	}
@@ -85,8 +104,9 @@ func (m *RAM) install(layers []*layer, ext []extent) error {
 	return errors.Join(errs...)
 }
 
-// openLayers opens and checks the files of man in dir (see MapManifest).
-func openLayers(dir string, man *Manifest, linkDir string) ([]*layer, []extent, error) {
+// openLayers opens and checks the files of man in dir (see MapManifest) and
+// links them into linkDirs.
+func openLayers(dir string, man *Manifest, linkDirs []string) ([]*layer, []extent, error) {
 	if err := man.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -105,33 +125,22 @@ func openLayers(dir string, man *Manifest, linkDir string) ([]*layer, []extent, 
 		need[i] = max(need[i], e.FileOffset+e.Len)
 	}
 	for i, name := range names {
-		fd, err := unix.Open(filepath.Join(dir, name), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		path := name
+		if !filepath.IsAbs(name) {
+			path = filepath.Join(dir, name)
+		}
+		f, size, err := openLayerFile(path)
 		if err != nil {
 			return fail(fmt.Errorf("memory: layer %q: %w", name, err))
 		}
-		l := &layer{f: os.NewFile(uintptr(fd), filepath.Join(dir, name))}
-		layers = append(layers, l)
-		st, err := l.f.Stat()
-		if err != nil {
-			return fail(fmt.Errorf("memory: layer %q: %w", name, err))
-		}
-		if !st.Mode().IsRegular() {
-			return fail(fmt.Errorf("%w: layer %q is not a regular file (%v)", ErrManifest, name, st.Mode().Type()))
-		}
-		if uint64(st.Size()) < need[i] {
-			return fail(fmt.Errorf("%w: layer %q holds %d bytes, the manifest maps %d", ErrManifest, name, st.Size(), need[i]))
+		layers = append(layers, &layer{f: f})
+		if uint64(size) < need[i] {
+			return fail(fmt.Errorf("%w: layer %q holds %d bytes, the manifest maps %d", ErrManifest, name, size, need[i]))
 		}
 	}
-	if linkDir != "" {
-		for _, l := range layers {
-			p, err := linkUnique(l.f, linkDir, "layer")
-			if errors.Is(err, unix.EXDEV) {
-				continue
-			}
-			if err != nil {
-				return fail(fmt.Errorf("memory: keep layer in %s: %w", linkDir, err))
-			}
-			l.owned = p
+	for _, l := range layers {
+		if err := l.keepIn(linkDirs); err != nil {
+			return fail(err)
 		}
 	}
 	var ext []extent
@@ -141,17 +150,92 @@ func openLayers(dir string, man *Manifest, linkDir string) ([]*layer, []extent, 
 	return layers, ext, nil
 }
 
-func (m *RAM) dupLayers() ([]*layer, error) {
+// openLayerFile opens path for reading if it is a regular file, without
+// following a symbolic link as its last component and without opening
+// anything else for real (a FIFO would block the monitor, a device could act
+// on the open): an O_PATH descriptor is checked first, then reopened
+// through /proc/self/fd, which reopens that same file.
+func openLayerFile(path string) (*os.File, int64, error) {
+	pfd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer unix.Close(pfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return nil, 0, err
+	}
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG {
+		kind := map[uint32]string{unix.S_IFLNK: "a symbolic link", unix.S_IFDIR: "a directory", unix.S_IFIFO: "a FIFO",
+			unix.S_IFCHR: "a character device", unix.S_IFBLK: "a block device", unix.S_IFSOCK: "a socket"}[t]
+		return nil, 0, fmt.Errorf("%w: %s is %s, not a regular file", ErrManifest, path, cmp.Or(kind, "not a regular file"))
+	}
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pfd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	return os.NewFile(uintptr(fd), path), st.Size, nil
+}
+
+// keepIn gives l a name of the RAM's own (l.owned) in the first of dirs on
+// its filesystem, unless it has one; on none of them it stays without.
+func (l *layer) keepIn(dirs []string) error {
+	if l.owned != "" || strings.HasPrefix(l.f.Name(), "memfd:") {
+		return nil
+	}
+	for _, d := range dirs {
+		p, err := linkUnique(l.f, d, "layer")
+		if errors.Is(err, unix.EXDEV) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("memory: keep layer %s in %s: %w", l.f.Name(), d, err)
+		}
+		l.owned = p
+		return nil
+	}
+	return nil
+}
+
+// refIn names layer l for a manifest in dir: it is linked in as name, or,
+// on another filesystem than dir, named by the absolute path of the RAM's
+// own link to it (valid while the RAM has the layer).
+func (l *layer) refIn(dir, name string) (string, error) {
+	err := linkFD(l.f, filepath.Join(dir, name))
+	if err == nil {
+		return name, nil
+	}
+	if !errors.Is(err, unix.EXDEV) {
+		return "", fmt.Errorf("link layer %s into %s: %w", l.f.Name(), dir, err)
+	}
+	if l.owned == "" {
+		return "", fmt.Errorf("layer %s is on another filesystem than %s and the VM keeps no link of its own to it: give the VM a layer folder on that filesystem (machine.Config.LayerDir, boxd vmm --layer-dir): %w", l.f.Name(), dir, err)
+	}
+	return l.owned, nil
+}
+
+// dupLayers duplicates m's layer files for another RAM; a layer m has a
+// name of its own for gets one for the new RAM in linkDirs.
+func (m *RAM) dupLayers(linkDirs []string) ([]*layer, error) {
 	var layers []*layer
+	fail := func(err error) ([]*layer, error) {
+		for _, l := range layers {
+			l.close()
+		}
+		return nil, err
+	}
 	for _, l := range m.layers {
 		fd, err := unix.FcntlInt(l.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
-			for _, l := range layers {
-				l.close()
-			}
-			return nil, fmt.Errorf("memory: dup layer: %w", err)
+			return fail(fmt.Errorf("memory: dup layer: %w", err))
 		}
-		layers = append(layers, &layer{f: os.NewFile(uintptr(fd), l.f.Name())})
+		nl := &layer{f: os.NewFile(uintptr(fd), l.f.Name())}
+		layers = append(layers, nl)
+		if l.owned != "" {
+			if err := nl.keepIn(linkDirs); err != nil {
+				return fail(err)
+			}
+		}
 	}
 	return layers, nil
 }
@@ -181,13 +265,18 @@ func mapLayers(size uint64, layers []*layer, ext []extent) (*RAM, error) {
 // Clone maps m's layers privately again, as a new RAM: a copy of m's
 // contents that shares every page with it until either writes. m must have
 // no private pages (just frozen, or restored and not written), or the clone
-// would miss them.
+// would miss them. The clone keeps its own links in m's link folders.
 func (m *RAM) Clone() (*RAM, error) {
-	layers, err := m.dupLayers()
+	layers, err := m.dupLayers(m.linkDirs)
 	if err != nil {
 		return nil, fmt.Errorf("memory: clone: %w", err)
 	}
-	return mapLayers(m.size, layers, slices.Clone(m.extents))
+	c, err := mapLayers(m.size, layers, slices.Clone(m.extents))
+	if err != nil {
+		return nil, err
+	}
+	c.linkDirs = m.linkDirs
+	return c, nil
 }
 
 // FreezeStats says what a Freeze did and where its time went.
@@ -213,8 +302,13 @@ type FreezeStats struct {
 //
 // dir "" keeps everything in this process (a new layer is a memfd). With a
 // dir, every file of the returned manifest is linked into or created in dir,
-// as mem.0 (the base), mem.1, ...; dir must be on the same filesystem as the
-// layers (a tmpfs). A memfd-backed RAM cannot be frozen into a dir.
+// as mem.0 (the base), mem.1, ...; a layer on another filesystem than dir
+// (one restored from a snapshot on disk) is named instead by the absolute
+// path of m's own link to it (Options.LayerDir), valid while m has it; with
+// no such link Freeze fails and says to give the VM a layer folder. Every
+// layer m keeps gets a link of m's own (a new layer too), so m can be
+// frozen again after dir is deleted. A memfd-backed RAM cannot be frozen
+// into a dir.
 //
 // The caller keeps everything from writing to m during the call (vCPUs
 // paused, devices quiet); host addresses do not change, so KVM memory slots
@@ -252,29 +346,36 @@ func (m *RAM) Freeze(dir string) (*Manifest, FreezeStats, error) {
 	layers := append(slices.Clone(m.layers), nil)
 
 	var nf *os.File
+	var nl *layer
 	if len(delta) > 0 {
 		if nf, err = newLayerFile(dir, fmt.Sprintf("mem.%d", len(keep)-1)); err != nil {
 			return nil, st, err
 		}
+		nl = &layer{f: nf}
 		for _, e := range delta {
 			if _, err := nf.WriteAt(m.host[e.off:e.off+e.n], int64(e.fileOff)); err != nil {
-				nf.Close()
+				nl.close()
 				return nil, st, fmt.Errorf("memory: freeze: write layer: %w", err)
 			}
 		}
-		layers[len(layers)-1] = &layer{f: nf}
+		layers[len(layers)-1] = nl
 	}
+	var refs []string
 	if dir != "" {
 		for i, li := range keep {
-			if layers[li].f == nf {
-				continue
+			l := layers[li]
+			ref := fmt.Sprintf("mem.%d", i)
+			err := l.keepIn(m.linkDirs)
+			if err == nil && l != nl {
+				ref, err = l.refIn(dir, ref)
 			}
-			if err := linkFD(layers[li].f, filepath.Join(dir, fmt.Sprintf("mem.%d", i))); err != nil {
-				if nf != nil {
-					nf.Close()
+			if err != nil {
+				if nl != nil {
+					nl.close()
 				}
-				return nil, st, fmt.Errorf("memory: freeze: link layer into %s: %w", dir, err)
+				return nil, st, fmt.Errorf("memory: freeze: %w", err)
 			}
+			refs = append(refs, ref)
 		}
 	}
 	t2 := time.Now()
@@ -303,16 +404,27 @@ func (m *RAM) Freeze(dir string) (*Manifest, FreezeStats, error) {
 	m.layers, m.extents = newLayers, ext
 	st.Remap = time.Since(t2)
 	st.Extents, st.Layers = len(ext), len(newLayers)
-	return m.manifest(), st, errors.Join(errs...)
+	return m.manifest(refs), st, errors.Join(errs...)
 }
 
 func (m *RAM) freezeShared(dir string) (*Manifest, FreezeStats, error) {
 	var st FreezeStats
 	t0 := time.Now()
+	var refs []string
 	if dir != "" {
-		if err := linkFD(m.layers[0].f, filepath.Join(dir, "mem.0")); err != nil {
-			return nil, st, fmt.Errorf("memory: freeze: link memory file into %s (it must be on the same filesystem as the memory folder): %w", dir, err)
+		// The file's own name first: the O_TMPFILE it was created as can
+		// be linked only until it has a name, and the snapshot's name goes
+		// when the snapshot is deleted.
+		l := m.layers[0]
+		err := l.keepIn(m.linkDirs)
+		var ref string
+		if err == nil {
+			ref, err = l.refIn(dir, "mem.0")
 		}
+		if err != nil {
+			return nil, st, fmt.Errorf("memory: freeze: %w", err)
+		}
+		refs = []string{ref}
 	}
 	t1 := time.Now()
 	st.Write = t1.Sub(t0)
@@ -321,14 +433,21 @@ func (m *RAM) freezeShared(dir string) (*Manifest, FreezeStats, error) {
 	}
 	st.Remap = time.Since(t1)
 	st.Layers = 1
-	return m.manifest(), st, nil
+	return m.manifest(refs), st, nil
 }
 
-// manifest names m's layers mem.0, mem.1, ... in order.
-func (m *RAM) manifest() *Manifest {
-	man := &Manifest{Size: m.size, Base: "mem.0"}
+// manifest names m's layers refs[0], refs[1], ..., or mem.0, mem.1, ... if
+// refs is nil.
+func (m *RAM) manifest(refs []string) *Manifest {
+	name := func(i int) string {
+		if refs != nil {
+			return refs[i]
+		}
+		return fmt.Sprintf("mem.%d", i)
+	}
+	man := &Manifest{Size: m.size, Base: name(0)}
 	for _, e := range m.extents {
-		man.Extents = append(man.Extents, Extent{Offset: e.off, Len: e.n, File: fmt.Sprintf("mem.%d", e.layer), FileOffset: e.fileOff})
+		man.Extents = append(man.Extents, Extent{Offset: e.off, Len: e.n, File: name(e.layer), FileOffset: e.fileOff})
 	}
 	return man
 }

@@ -85,7 +85,7 @@ func TestFreezeGenerations(t *testing.T) {
 	if st.Layers != 1 || len(man1.Extents) != 0 {
 		t.Errorf("first freeze: %+v, manifest %+v", st, man1)
 	}
-	g1, err := MapManifest(dir1, man1, memDir)
+	g1, err := MapManifest(dir1, man1, Options{Dir: memDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestFreezeGenerations(t *testing.T) {
 	if runs, _ := g1.Dirty(); len(runs) != 0 {
 		t.Errorf("after a freeze g1 still has private pages %v", runs)
 	}
-	g2, err := MapManifest(dir2, man2, "")
+	g2, err := MapManifest(dir2, man2, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestFreezeGenerations(t *testing.T) {
 	if st.DirtyBytes != PageSize {
 		t.Errorf("re-freeze wrote %d bytes, want one page", st.DirtyBytes)
 	}
-	g1b, err := MapManifest(dir3, man3, "")
+	g1b, err := MapManifest(dir3, man3, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestMapManifestRefuses(t *testing.T) {
 		{"short delta", Manifest{Size: 2 << 20, Base: "base", Extents: []Extent{{0, 8192, "delta", 4096}}}},
 		{"past end", Manifest{Size: 2 << 20, Base: "base", Extents: []Extent{{2<<20 - 4096, 8192, "delta", 0}}}},
 	} {
-		if m, err := MapManifest(dir, &tc.man, ""); err == nil {
+		if m, err := MapManifest(dir, &tc.man, Options{}); err == nil {
 			m.Close()
 			t.Errorf("%s: mapped", tc.name)
 		}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"path/filepath"
 	"slices"
+	"strings"
 )
 
 // A Manifest describes a snapshot's guest memory as layers of files: Base is
@@ -13,7 +15,11 @@ import (
 // of Layout, the same as a RAM's backing file), then each extent is mapped
 // over it. Extents are sorted, do not overlap and are page-aligned, so the
 // order they are mapped in does not matter and each becomes one host mapping.
-// File names are plain names of files in the manifest's directory.
+//
+// A file is a plain name of a file in the manifest's directory or, for a
+// layer that could not be linked into that directory (it is on another
+// filesystem), the absolute path of the writing VM's own link to it (see
+// Options.LayerDir), valid while that VM exists.
 type Manifest struct {
 	Size    uint64
 	Base    string
@@ -30,8 +36,12 @@ type Extent struct {
 
 // Manifest encoding limits and constants (docs/snapshot-format.md).
 const (
-	ManifestMagic   = "BOXDMEM\x00"
-	ManifestVersion = 1
+	ManifestMagic = "BOXDMEM\x00"
+	// ManifestVersion is the newest encoding this build reads and writes.
+	// Version 2 is version 1 with absolute layer paths allowed; Encode
+	// writes version 1 when the manifest has none, so that older builds
+	// still read it, and a manifest has exactly one encoding.
+	ManifestVersion = 2
 	// MaxExtents bounds the host mappings a manifest can ask for, well
 	// under the kernel's default vm.max_map_count (65530) shared by the
 	// whole monitor.
@@ -39,7 +49,10 @@ const (
 	// MaxLayerFiles bounds the files one manifest refers to.
 	MaxLayerFiles = 1024
 	// MaxFileName bounds a layer file's name.
-	MaxFileName    = 64
+	MaxFileName = 64
+	// MaxLayerPath bounds an absolute layer path (version 2); with the
+	// other limits it keeps every valid manifest under 1 MiB.
+	MaxLayerPath   = 512
 	manifestHeader = 16 // magic, version, CRC32C of the rest
 	fileRecord     = 2  // u16 name length
 	extentRecord   = 28 // u64 offset, u64 length, u32 file index, u64 file offset
@@ -69,15 +82,51 @@ func validName(s string) error {
 	return nil
 }
 
+// validRef accepts what a manifest may name: a plain name (validName), or a
+// clean absolute path (no ".", ".." or empty components, no control bytes)
+// whose last component is a valid name. MapManifest still refuses anything
+// but a regular file, and follows no symbolic link as the last component.
+func validRef(s string) error {
+	if !strings.HasPrefix(s, "/") {
+		return validName(s)
+	}
+	if len(s) > MaxLayerPath {
+		return fmt.Errorf("layer path of %d bytes: limit %d", len(s), MaxLayerPath)
+	}
+	if filepath.Clean(s) != s || slices.Contains(strings.Split(s, "/"), "..") {
+		return fmt.Errorf("layer path %q: not a clean absolute path", s)
+	}
+	for _, c := range []byte(s) {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("layer path %q: control byte %#x", s, c)
+		}
+	}
+	if err := validName(filepath.Base(s)); err != nil {
+		return fmt.Errorf("layer path %q: %v", s, err)
+	}
+	return nil
+}
+
+// version is the encoding version m needs: 2 if it names a file by
+// absolute path, else 1.
+func (m *Manifest) version() uint32 {
+	for _, f := range m.Files() {
+		if strings.HasPrefix(f, "/") {
+			return 2
+		}
+	}
+	return 1
+}
+
 // Validate checks what a mapping relies on: a whole-page size of at least
-// 1 MiB, valid names, page-aligned extents inside [0, Size), sorted and not
+// 1 MiB, valid names or absolute paths (validRef), page-aligned extents inside [0, Size), sorted and not
 // overlapping, within the limits above. File lengths are checked by
 // MapManifest, which has the files.
 func (m *Manifest) Validate() error {
 	if m.Size < 1<<20 || m.Size%PageSize != 0 {
 		return fmt.Errorf("%w: size %d: want a multiple of %d, at least 1 MiB", ErrManifest, m.Size, PageSize)
 	}
-	if err := validName(m.Base); err != nil {
+	if err := validRef(m.Base); err != nil {
 		return fmt.Errorf("%w: base: %v", ErrManifest, err)
 	}
 	if len(m.Extents) > MaxExtents {
@@ -86,7 +135,7 @@ func (m *Manifest) Validate() error {
 	files := map[string]bool{m.Base: true}
 	var end uint64
 	for i, e := range m.Extents {
-		if err := validName(e.File); err != nil {
+		if err := validRef(e.File); err != nil {
 			return fmt.Errorf("%w: extent %d: %v", ErrManifest, i, err)
 		}
 		files[e.File] = true
@@ -125,7 +174,8 @@ func (m *Manifest) Files() []string {
 // Encode returns the manifest's file form:
 //
 //	magic "BOXDMEM\0", u32 version, u32 CRC32C of everything after these 16 bytes,
-//	u64 size, u32 nfile, nfile × (u16 len, name)   file 0 is the base
+//	u64 size, u32 nfile, nfile × (u16 len, name)   file 0 is the base; a name
+//	                                               or (version 2) an absolute path
 //	u32 nextent, nextent × (u64 offset, u64 len, u32 file index, u64 file offset)
 func (m *Manifest) Encode() ([]byte, error) {
 	if err := m.Validate(); err != nil {
@@ -135,7 +185,7 @@ func (m *Manifest) Encode() ([]byte, error) {
 	le := binary.LittleEndian
 	b := make([]byte, manifestHeader, 1024)
 	copy(b, ManifestMagic)
-	le.PutUint32(b[8:], ManifestVersion)
+	le.PutUint32(b[8:], m.version())
 	b = le.AppendUint64(b, m.Size)
 	b = le.AppendUint32(b, uint32(len(files)))
 	for _, f := range files {
@@ -160,8 +210,9 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 	if len(b) < manifestHeader || string(b[:8]) != ManifestMagic {
 		return nil, fmt.Errorf("%w: not a boxd memory manifest", ErrManifest)
 	}
-	if v := le.Uint32(b[8:]); v != ManifestVersion {
-		return nil, fmt.Errorf("%w: version %d, this build reads %d", ErrManifest, v, ManifestVersion)
+	v := le.Uint32(b[8:])
+	if v < 1 || v > ManifestVersion {
+		return nil, fmt.Errorf("%w: version %d, this build reads 1 to %d", ErrManifest, v, ManifestVersion)
 	}
 	if got, want := crc32.Checksum(b[manifestHeader:], castagnoli), le.Uint32(b[12:]); got != want {
 		return nil, fmt.Errorf("%w: checksum %#x, want %#x (corrupt file)", ErrManifest, got, want)
@@ -226,6 +277,9 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 	// One encoding per manifest: files in order of first use.
 	if !slices.Equal(m.Files(), files) {
 		return nil, fmt.Errorf("%w: files %q not listed in order of first use", ErrManifest, files)
+	}
+	if want := m.version(); v != want {
+		return nil, fmt.Errorf("%w: version %d for a manifest of version %d (absolute layer paths are version 2 only, and only there)", ErrManifest, v, want)
 	}
 	return m, nil
 }

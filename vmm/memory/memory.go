@@ -46,14 +46,19 @@ type RAM struct {
 	private bool // host mapping is MAP_PRIVATE (copy-on-write over the layers)
 	layers  []*layer
 	extents []extent // sorted, not overlapping, page-aligned
+	// linkDirs are the absolute folders (Options.Dir, Options.LayerDir)
+	// where the RAM gives its layer files names of its own: each layer goes
+	// to the first one on its filesystem.
+	linkDirs []string
 }
 
 // layer is one file RAM maps.
 type layer struct {
 	f *os.File
-	// owned is a name RAM gave the file (a link in a memory folder, so the
-	// file can be linked again after its snapshot folder is gone); Close
-	// removes it.
+	// owned is the RAM's own name for the file, an absolute path in one of
+	// its link folders; Close removes it. It lets the file be linked again
+	// (Freeze) after the snapshot folder it came from is gone, and is how a
+	// snapshot folder on another filesystem refers to the file.
 	owned string
 }
 
@@ -63,11 +68,34 @@ type extent struct {
 	layer           int
 }
 
-// Options choose how RAM is backed.
+// Options choose how RAM is backed and where it keeps its layer files.
 type Options struct {
 	// Dir, when set, backs RAM with a file created in this folder (a tmpfs, so that
-	// a snapshot can later reuse the file); otherwise RAM is a memfd.
+	// a snapshot can later reuse the file); otherwise RAM is a memfd. A
+	// layered RAM (MapManifest) links there each layer on Dir's filesystem.
 	Dir string
+	// LayerDir, when set, is a second folder, on the filesystem where
+	// snapshots on disk live: a layer mapped from such a snapshot (which
+	// cannot be linked into Dir, a tmpfs) is linked here, so the RAM still
+	// has it, and can name it in its forks' manifests, after the snapshot
+	// is deleted. The RAM removes its links when it is closed.
+	LayerDir string
+}
+
+// linkDirs lists the folders of o, absolute, in the order layers try them.
+func (o Options) linkDirs() ([]string, error) {
+	var out []string
+	for _, d := range []string{o.Dir, o.LayerDir} {
+		if d == "" {
+			continue
+		}
+		a, err := filepath.Abs(d)
+		if err != nil {
+			return nil, fmt.Errorf("memory: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // New allocates size bytes of guest RAM (a multiple of 4 KiB, at least 1 MiB).
@@ -75,9 +103,12 @@ func New(size uint64, opt Options) (*RAM, error) {
 	if size < 1<<20 || size%4096 != 0 {
 		return nil, fmt.Errorf("memory: size %d: must be a multiple of 4 KiB and at least 1 MiB", size)
 	}
+	dirs, err := opt.linkDirs()
+	if err != nil {
+		return nil, err
+	}
 	var f *os.File
 	if opt.Dir != "" {
-		var err error
 		if f, err = tmpFile(opt.Dir); err != nil {
 			return nil, err
 		}
@@ -92,7 +123,12 @@ func New(size uint64, opt Options) (*RAM, error) {
 		f.Close()
 		return nil, fmt.Errorf("memory: size backing file: %w", err)
 	}
-	return Map(f, size)
+	m, err := Map(f, size)
+	if err != nil {
+		return nil, err
+	}
+	m.linkDirs = dirs
+	return m, nil
 }
 
 // Map maps an existing backing file of size bytes MAP_SHARED as guest RAM. RAM
