@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,7 +39,41 @@ const (
 	ioPhaseDeadline = 3 * time.Minute // between two benchmark lines
 	ioExitDeadline  = time.Minute     // "IO-DONE" to the monitor's exit
 	ioNetBytes      = 64 << 20
+	ioDiskMiB       = 256 // sequential phases
+	ioRandSeconds   = 3   // random-read phase
 )
+
+// guestSeconds is how long the guest says workload took, from its result.
+func guestSeconds(workload string, value float64) float64 {
+	switch workload {
+	case "seqwrite", "seqread":
+		return ioDiskMiB << 20 / (value * 1e6)
+	case "nettx", "netrx":
+		return ioNetBytes / (value * 1e6)
+	}
+	return ioRandSeconds
+}
+
+// checkClock rejects a result the guest's clock cannot have measured: not a
+// positive finite rate, a zero latency for real I/O, or a phase the guest
+// timed at under half of what the host saw pass (with 2 s of slack for
+// printing and setup). A guest clock that stalls (seen under boxd on a
+// loaded L1: +Inf MB/s, p99 0) would otherwise pass for a fast device.
+func checkClock(workload string, m ioMeasure, host time.Duration) error {
+	if !(m.value > 0) || math.IsInf(m.value, 0) {
+		return fmt.Errorf("%s: rate %v: the guest's clock did not advance", workload, m.value)
+	}
+	if strings.HasPrefix(workload, "seq") || workload == "randread" {
+		if m.p99us <= 0 {
+			return fmt.Errorf("%s: p99 latency %vus: the guest's clock did not advance", workload, m.p99us)
+		}
+	}
+	g := time.Duration(guestSeconds(workload, m.value) * float64(time.Second))
+	if g < host/2 && host-g > 2*time.Second {
+		return fmt.Errorf("%s: the guest timed %v for a phase the host saw take %v: its clock ran slow or stalled", workload, g, host)
+	}
+	return nil
+}
 
 // ioScript is the guest's /init: it measures the virtio disk and network,
 // prints one "IO ..." line per workload and "IO-DONE", waits for the
@@ -60,7 +95,7 @@ mount -t devtmpfs dev /dev
 ip link set eth0 up
 ip addr add 10.0.0.2/24 dev eth0
 echo IO-READY
-%[1]s disk-bench /dev/vda 256 3 || echo "IO-FAIL disk-bench $?"
+%[1]s disk-bench /dev/vda %[4]d %[5]d || echo "IO-FAIL disk-bench $?"
 %[1]s tcp-bench 10.0.0.1:5000 %[2]d || echo "IO-FAIL tcp-bench $?"
 %[1]s tcp-sink 10.0.0.2:5001 || echo "IO-FAIL tcp-sink $?"
 s=/sys/class/net/eth0/statistics
@@ -71,7 +106,7 @@ grep -m1 ^flags /proc/cpuinfo | sed 's/^/IO-INFO cpu /'
 echo IO-DONE
 %[1]s drain
 %[3]s
-`, tool, ioNetBytes, off)
+`, tool, ioNetBytes, off, ioDiskMiB, ioRandSeconds)
 }
 
 // ioMeasure is one workload's result in one run.
@@ -315,6 +350,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	// The monitor's CPU time per workload (user+system, all its threads):
 	// what it costs L1 to move the bytes, beside how fast they moved.
 	lastCPU, lastThreads := cpuTime(vm.cmd.Process.Pid), threadTimes(vm.cmd.Process.Pid)
+	lastLine := time.Now() // host time of the line that started the current phase
 
 	var sender *lines
 	defer func() {
@@ -345,17 +381,23 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 		case strings.HasPrefix(rest, "IO-FAIL"):
 			return s, fail(errors.New(rest))
 		case strings.HasPrefix(rest, "IO-LISTEN"):
+			lastLine = time.Now()
 			// The guest waits for the host's transmission (its receive test).
 			if sender, err = startLines(ctx, nil, "ip", "netns", "exec", ib.ns, ib.tool, "tcp-bench", "10.0.0.2:5001", strconv.Itoa(ioNetBytes)); err != nil {
 				b.Fatal(err)
 			}
 		default:
 			if name, m, ok := parseIOLine(rest); ok {
-				s[name] = m
+				host := time.Since(lastLine)
+				lastLine = time.Now()
 				cpu, threads := cpuTime(vm.cmd.Process.Pid), threadTimes(vm.cmd.Process.Pid)
-				ib.logf("%s %s %.1f p99us %.0f monitor-cpu %v (busiest threads %s)", who, name, m.value, m.p99us,
-					cpu-lastCPU, busiest(lastThreads, threads, 4))
+				ib.logf("%s %s %.1f p99us %.0f host-seen %v monitor-cpu %v (busiest threads %s)", who, name, m.value, m.p99us,
+					host.Round(time.Millisecond), cpu-lastCPU, busiest(lastThreads, threads, 4))
 				lastCPU, lastThreads = cpu, threads
+				if err := checkClock(name, m, host); err != nil {
+					return s, fail(err)
+				}
+				s[name] = m
 
 			}
 		}
