@@ -34,7 +34,7 @@ const (
 type vmmFlags struct {
 	kernel, initrd, cmdline, console string
 	cpus, memMiB                     int
-	memDir                           string
+	memDir, layerDir                 string
 	resultJSON                       string
 	timing                           bool
 	disks, nets                      []string
@@ -60,6 +60,12 @@ monitors can restore the same directory. The snapshot decides the vCPUs and
 memory size; the device flags must describe the same devices (the host side
 of each - disk file, TAP, MAC, vsock CID and socket - may differ).
 
+--layer-dir names a folder of this VM's on the filesystem where snapshots
+on disk live: memory restored from such a snapshot, which cannot be linked
+into the tmpfs --mem-dir, is hard-linked there (never copied), so the
+snapshot may be deleted and the VM still be forked. Links are removed when
+the monitor ends.
+
 --control SOCK lets a supervisor pause, resume, fork and suspend the running
 VM (JSON lines, see package vmm/control and docs/cli.md).
 
@@ -78,7 +84,8 @@ Exit status:
 The kernel command line is "` + machine.DefaultCmdline + `" followed by --cmdline.`,
 		Example: `  boxd vmm --kernel vmlinux --initrd initramfs.cpio.gz --cpus 2 --mem-mib 512
   boxd vmm --kernel vmlinux --initrd rd.gz --cmdline 'rdinit=/bin/sh' --console guest.log
-  boxd vmm --restore /dev/shm/boxd/snap1 --mem-dir /dev/shm/boxd/vm2 --control vm2.sock --vsock cid=4,path=vm2.vsock`,
+  boxd vmm --restore /dev/shm/boxd/snap1 --mem-dir /dev/shm/boxd/vm2 --control vm2.sock --vsock cid=4,path=vm2.vsock
+  boxd vmm --restore /var/lib/boxd/vms/vm2/snapshots/s1 --mem-dir /dev/shm/boxd/vm2 --layer-dir /var/lib/boxd/vms/vm2/layers --control vm2.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runVMM(cmd, f)
@@ -92,6 +99,7 @@ The kernel command line is "` + machine.DefaultCmdline + `" followed by --cmdlin
 	fl.IntVar(&f.memMiB, "mem-mib", 256, "guest memory in MiB")
 	fl.StringVar(&f.console, "console", "-", `where the serial console goes: a file path, or "-" for stdout (stdin is then forwarded to the guest)`)
 	fl.StringVar(&f.memDir, "mem-dir", "", "back guest RAM with a file in this folder (a tmpfs) instead of a memfd")
+	fl.StringVar(&f.layerDir, "layer-dir", "", "a folder of this VM's on the filesystem of snapshots on disk, kept while it runs: memory restored from such a snapshot is linked here (never copied), so the VM can be forked after the snapshot is deleted")
 	fl.StringVar(&f.resultJSON, "result-json", "", "write how the VM ended as JSON to this file")
 	fl.StringArrayVar(&f.disks, "disk", nil, "attach a virtio-blk disk: PATH or cow:OVERLAY (a copy-on-write overlay, see docs/disk-format.md), then [,ro][,id=SERIAL]; repeatable, the guest sees vda, vdb, ... in this order")
 	fl.StringArrayVar(&f.nets, "net", nil, "attach a virtio-net device on a TAP: tap=NAME[,mac=aa:bb:cc:dd:ee:ff][,mtu=N] (repeatable)")
@@ -153,10 +161,11 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		return err
 	}
 	cfg := machine.Config{
-		Virtio:  devs,
-		MemDir:  f.memDir,
-		Console: console,
-		Log:     stderr,
+		Virtio:   devs,
+		MemDir:   f.memDir,
+		LayerDir: f.layerDir,
+		Console:  console,
+		Log:      stderr,
 	}
 	var m *machine.Machine
 	var standby *machine.Standby

@@ -189,7 +189,7 @@ func (d *Daemon) spec(vm store.VM) supervisor.Spec {
 		Disks: []supervisor.Disk{{Path: vm.DiskPath}},
 		CID:   vm.CID, VsockPath: vsockPath(vm),
 		ConsolePath: consolePath(vm), LogPath: monitorLog(vm), ResultPath: resultPath(vm),
-		MemDir: vm.MemDir, ControlPath: controlPath(vm),
+		MemDir: vm.MemDir, LayerDir: layerDir(vm), ControlPath: controlPath(vm),
 	}
 	if l := vm.Lease; l != nil {
 		c.Address, c.Gateway, c.DNS = l.Address, l.Gateway, l.DNS
@@ -224,7 +224,7 @@ func (d *Daemon) startMonitor(ctx context.Context, rt *vmRuntime, vm store.VM, r
 		}
 	}
 	if err := d.freshMemDir(vm); err != nil {
-		return vm, nil, api.Errorf(api.CodeInternal, "memory folder of %q: %v", vm.Name, err)
+		return vm, nil, api.Errorf(api.CodeInternal, "memory or layer folder of %q: %v", vm.Name, err)
 	}
 	id, err := d.sup.Start(spec)
 	if err != nil {
@@ -251,26 +251,42 @@ func (d *Daemon) startMonitor(ctx context.Context, rt *vmRuntime, vm store.VM, r
 	return vm, c, nil
 }
 
-// freshMemDir empties vm's memory folder for a new monitor: a memory file
-// left by an earlier monitor is never the new guest's.
+// freshMemDir empties vm's memory folder and layer folder for a new
+// monitor: a memory file left by an earlier monitor is never the new
+// guest's, and links a monitor that was killed left in its layer folder
+// would keep whole snapshots on disk.
 func (d *Daemon) freshMemDir(vm store.VM) error {
-	if vm.MemDir == "" {
-		return nil
+	for _, dir := range d.monitorDirs(vm) {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
 	}
-	if err := os.RemoveAll(vm.MemDir); err != nil {
-		return err
-	}
-	return os.MkdirAll(vm.MemDir, 0o700)
+	return nil
 }
 
-// dropMemDir deletes vm's memory folder once no monitor of it runs.
+// dropMemDir deletes vm's memory folder and layer folder once no monitor of
+// it runs (the VM's own snapshots are elsewhere in its folder).
 func (d *Daemon) dropMemDir(vm store.VM) {
-	if vm.MemDir == "" {
-		return
+	for _, dir := range d.monitorDirs(vm) {
+		if err := os.RemoveAll(dir); err != nil {
+			d.cfg.Logf("%s: remove %s: %v", vm.Name, dir, err)
+		}
 	}
-	if err := os.RemoveAll(vm.MemDir); err != nil {
-		d.cfg.Logf("%s: remove memory folder: %v", vm.Name, err)
+}
+
+// monitorDirs are the folders a monitor of vm keeps its memory's files in.
+func (d *Daemon) monitorDirs(vm store.VM) []string {
+	var dirs []string
+	if vm.MemDir != "" {
+		dirs = append(dirs, vm.MemDir)
 	}
+	if vm.Dir != "" {
+		dirs = append(dirs, layerDir(vm))
+	}
+	return dirs
 }
 
 // bootFailed stops a monitor whose guest did not come up and explains why,

@@ -293,6 +293,11 @@ func vsockPath(vm store.VM) string   { return filepath.Join(vm.Dir, "vsock.sock"
 func resultPath(vm store.VM) string  { return filepath.Join(vm.Dir, "result.json") }
 func controlPath(vm store.VM) string { return filepath.Join(vm.Dir, "control.sock") }
 
+// layerDir is the monitor's --layer-dir: where it links memory restored
+// from a snapshot on disk (a suspend, a golden), so the snapshot can be
+// deleted while the VM runs and the VM can still be forked.
+func layerDir(vm store.VM) string { return filepath.Join(vm.Dir, "layers") }
+
 // forksDir, under Config.MemDir, holds the snapshot directories of forks in
 // progress (each deleted once its children run).
 const forksDir = "forks"

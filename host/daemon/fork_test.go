@@ -262,12 +262,19 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var copies []api.VM
 	for _, n := range []string{"w1", "w2"} {
 		vm, err := h.c.Create(ctx, api.CreateRequest{Name: n, From: "gold"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		h.track(vm)
+		copies = append(copies, vm)
+		// Its monitor links the golden's memory into the copy's own layer
+		// folder: the golden may go while the copy lives.
+		if !sameFile(t, snap, h.layerFiles(vm)) {
+			t.Errorf("%s: layer folder %q, want one link to the golden's snapshot", n, h.layerFiles(vm))
+		}
 		if vm.State != "running" || vm.Origin == nil || vm.Origin.Kind != "golden" || vm.Origin.Parent != "gold" || vm.Timing == nil {
 			t.Errorf("%s: %+v", n, vm)
 		}
@@ -297,6 +304,50 @@ func TestGolden(t *testing.T) {
 	if s2.Snapshot == s.Snapshot {
 		t.Error("a second suspend of the golden reused its snapshot folder")
 	}
+	if _, err := h.c.Destroy(ctx, "gold"); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range copies {
+		if !sameFile(t, "", h.layerFiles(vm)) {
+			t.Errorf("%s: after the golden's destroy its layer folder holds %q", vm.Name, h.layerFiles(vm))
+		}
+		if res := h.exec(vm.Name, api.ExecRequest{Shell: "echo alive"}); res.Output != "alive\n" {
+			t.Errorf("%s after the golden's destroy: %+v", vm.Name, res)
+		}
+	}
+}
+
+// layerFiles lists the files in vm's layer folder (the monitor's --layer-dir).
+func (h *harness) layerFiles(vm api.VM) []string {
+	h.t.Helper()
+	dir := filepath.Join(h.cfg.StateDir, "vms", vm.ID, "layers")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, filepath.Join(dir, e.Name()))
+	}
+	return out
+}
+
+// sameFile reports whether files is one link to the file at path (to a file
+// with other links too, if path is "").
+func sameFile(t *testing.T, path string, files []string) bool {
+	t.Helper()
+	if len(files) != 1 {
+		return false
+	}
+	got, err := os.Stat(files[0])
+	if err != nil {
+		return false
+	}
+	if path == "" {
+		return got.Sys().(*syscall.Stat_t).Nlink > 1
+	}
+	want, err := os.Stat(path)
+	return err == nil && os.SameFile(want, got)
 }
 
 // TestForkStopped copies a stopped VM: its disk, booted fresh.

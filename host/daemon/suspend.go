@@ -176,6 +176,7 @@ func (d *Daemon) Resume(ctx context.Context, name string) (api.VM, error) {
 		if vm, err = d.update(name, func(v *store.VM) { v.State, v.Error = store.Running, "" }); err != nil {
 			return api.VM{}, err
 		}
+		d.syncClock(ctx, name)
 		out := view(vm)
 		out.Timing = &api.Timing{TotalMs: ms(time.Since(start)), MonitorUs: resp.MonitorUs}
 		return out, nil
@@ -212,8 +213,10 @@ func (d *Daemon) resumeFromDisk(ctx context.Context, rt *vmRuntime, vm store.VM,
 			rt.setAgent(c)
 			vm, err = d.update(vm.Name, func(v *store.VM) { v.State, v.Snapshot, v.Error = store.Running, "", "" })
 			if err == nil {
-				// Its monitor maps what it needs; the directory goes, and
-				// the next suspend writes a new one.
+				// Its monitor mapped the memory and linked it into its
+				// layer folder: the directory goes (the file stays while
+				// the VM runs, for it and its forks), and the next suspend
+				// writes a new one.
 				if rerr := os.RemoveAll(snap); rerr != nil {
 					d.cfg.Logf("%s: remove snapshot %s: %v", vm.Name, snap, rerr)
 				}
@@ -229,4 +232,19 @@ func (d *Daemon) resumeFromDisk(ctx context.Context, rt *vmRuntime, vm store.VM,
 	d.update(vm.Name, func(v *store.VM) { v.State, v.Monitor, v.Error = store.SuspendedDisk, nil, msg })
 	return api.VM{}, (&api.Error{Code: api.CodeUnavailable, Message: msg}).
 		WithHint("the VM stays suspended with its snapshot %s; `boxd logs %s` shows the console; `boxd reboot %s` boots it fresh from its disk", snap, vm.Name, vm.Name)
+}
+
+// syncClock sets a resumed guest's wall clock to the host's. The guest's
+// kvmclock counted on while it was paused, but a guest kernel does not
+// always account a long stop in full (measured in the nested harness: a
+// parent paused for a fork came back seconds behind), and a guest without
+// NTP never catches up. Best effort: a failure is logged, the VM runs on.
+func (d *Daemon) syncClock(ctx context.Context, name string) {
+	c, _, err := d.agent(ctx, name)
+	if err == nil {
+		err = c.SetClock(ctx, time.Now())
+	}
+	if err != nil {
+		d.cfg.Logf("%s: set the clock after resume: %v", name, err)
+	}
 }

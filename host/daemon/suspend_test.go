@@ -119,6 +119,11 @@ func TestSuspendToDiskResume(t *testing.T) {
 	if _, err := os.Stat(got.Snapshot); !os.IsNotExist(err) {
 		t.Errorf("snapshot after resume: %v, want it removed", err)
 	}
+	// The monitor holds its own link to the snapshot's memory, in its
+	// layer folder: deleting the snapshot lost nothing.
+	if files := h.layerFiles(r); len(files) != 1 {
+		t.Errorf("layer folder of the resumed VM holds %q, want its link to the snapshot", files)
+	}
 	if g := h.guestOf(r); g.Hostname != "d" {
 		t.Errorf("resumed guest: %+v", g)
 	}
@@ -132,6 +137,9 @@ func TestSuspendToDiskResume(t *testing.T) {
 	}
 	if again.Snapshot == got.Snapshot {
 		t.Errorf("second suspend reused %s", again.Snapshot)
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.StateDir, "vms", vm.ID, "layers")); !os.IsNotExist(err) {
+		t.Errorf("layer folder once no monitor runs: %v, want it gone", err)
 	}
 }
 

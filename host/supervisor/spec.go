@@ -33,6 +33,10 @@ type Spec struct {
 	// ControlPath the monitor's control socket (--control). Either may be
 	// empty.
 	MemDir, ControlPath string
+	// LayerDir (--layer-dir) is a folder of the VM's on the filesystem of
+	// its snapshots on disk, where the monitor links memory restored from
+	// them, so the VM can be forked after they are deleted; may be empty.
+	LayerDir string
 	// ConsolePath receives the serial console, LogPath the monitor's own
 	// stdout and stderr (both appended), ResultPath its --result-json.
 	ConsolePath string
@@ -58,6 +62,9 @@ func (s Spec) Args() []string {
 	a = append(a, "--console", s.ConsolePath, "--result-json", s.ResultPath)
 	if s.MemDir != "" {
 		a = append(a, "--mem-dir", s.MemDir)
+	}
+	if s.LayerDir != "" {
+		a = append(a, "--layer-dir", s.LayerDir)
 	}
 	if s.ControlPath != "" {
 		a = append(a, "--control", s.ControlPath)

@@ -325,14 +325,14 @@ func TestSpecArgs(t *testing.T) {
 func TestSpecArgsRestore(t *testing.T) {
 	s := Spec{
 		ID: "x", Kernel: "/k", Initrd: "/i", Cmdline: "quiet", CPUs: 2, MemMiB: 512,
-		Restore: "/dev/shm/boxd/forks/s1", MemDir: "/dev/shm/boxd/x", ControlPath: "/v/control.sock",
+		Restore: "/dev/shm/boxd/forks/s1", MemDir: "/dev/shm/boxd/x", LayerDir: "/v/layers", ControlPath: "/v/control.sock",
 		Disks: []Disk{{Path: "cow:/d.cow"}}, TAP: "bx1", MAC: "52:54:00:00:00:02", CID: 9, VsockPath: "/v/vsock.sock",
 		ConsolePath: "/c.log", LogPath: "/m.log", ResultPath: "/r.json",
 	}
 	// The snapshot decides kernel, command line, vCPUs and memory.
 	want := []string{
 		"--restore", "/dev/shm/boxd/forks/s1", "--console", "/c.log", "--result-json", "/r.json",
-		"--mem-dir", "/dev/shm/boxd/x", "--control", "/v/control.sock",
+		"--mem-dir", "/dev/shm/boxd/x", "--layer-dir", "/v/layers", "--control", "/v/control.sock",
 		"--disk", "cow:/d.cow", "--net", "tap=bx1,mac=52:54:00:00:00:02", "--vsock", "cid=9,path=/v/vsock.sock",
 	}
 	if diff := cmp.Diff(want, s.Args()); diff != "" {

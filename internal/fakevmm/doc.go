@@ -19,7 +19,8 @@
 // suspend DIR writes one and ends the fake with status 5 ("suspended").
 // --restore DIR replaces --kernel: the fake refuses a snapshot whose
 // checksum does not match, and its guest continues with the identity saved
-// in it. The fake's "guest" identity (hostname, address, entropy seed,
+// in it; with --layer-dir it links the snapshot's file there while it
+// runs, as the monitor links the memory it maps. The fake's "guest" identity (hostname, address, entropy seed,
 // clock offset) lives in GuestFile beside the vsock socket and changes
 // through the agent's Reseed, SetNetwork and SetClock, so a daemon's
 // fix-ups after a fork are observable (ReadGuest). More switches on the

@@ -37,6 +37,7 @@ func Run() {
 
 type flags struct {
 	kernel, initrd, cmdline, console, memDir, result string
+	layerDir                                         string
 	cpus, memMiB                                     int
 	disks                                            []string
 	net, vsock                                       string
@@ -55,6 +56,7 @@ func Main(args []string, stderr io.Writer) int {
 	fs.StringVar(&f.cmdline, "cmdline", "", "")
 	fs.StringVar(&f.console, "console", "-", "")
 	fs.StringVar(&f.memDir, "mem-dir", "", "")
+	fs.StringVar(&f.layerDir, "layer-dir", "", "")
 	fs.StringVar(&f.result, "result-json", "", "")
 	fs.IntVar(&f.cpus, "cpus", 1, "")
 	fs.IntVar(&f.memMiB, "mem-mib", 256, "")
@@ -103,10 +105,23 @@ func run(f flags, stderr io.Writer) error {
 			return fmt.Errorf("kernel: %w", err)
 		}
 	}
-	if f.memDir != "" {
-		if fi, err := os.Stat(f.memDir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("--mem-dir %s: not a directory (%v)", f.memDir, err)
+	for _, d := range []struct{ flag, dir string }{{"--mem-dir", f.memDir}, {"--layer-dir", f.layerDir}} {
+		if d.dir == "" {
+			continue
 		}
+		if fi, err := os.Stat(d.dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("%s %s: not a directory (%v)", d.flag, d.dir, err)
+		}
+	}
+	if snap != nil && f.layerDir != "" {
+		// As the monitor links the memory it restores into its layer
+		// folder (and removes the link when it ends), so the snapshot can
+		// be deleted while it runs.
+		link := filepath.Join(f.layerDir, "layer-"+strconv.Itoa(os.Getpid()))
+		if err := os.Link(filepath.Join(f.restore, SnapshotFile), link); err != nil {
+			return fmt.Errorf("keep layer: %w", err)
+		}
+		defer os.Remove(link)
 	}
 	for _, d := range f.disks {
 		path, _, _ := strings.Cut(d, ",")
