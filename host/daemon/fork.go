@@ -280,6 +280,9 @@ func (d *Daemon) snapshotForFork(ctx context.Context, srt *vmRuntime, src store.
 		os.RemoveAll(dir)
 		return "", err
 	}
+	if running {
+		d.syncClock(ctx, src.Name)
+	}
 	return dir, nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/boxd-dev/boxd/agent"
 	"github.com/boxd-dev/boxd/host/api"
 	"github.com/boxd-dev/boxd/internal/fakevmm"
 )
@@ -45,6 +47,15 @@ func TestSuspendResumeInMemory(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	vm := h.create(api.CreateRequest{Name: "s", MemMiB: 64, DiskGiB: 1})
+	// A guest clock an hour behind: resume must set it to the host's.
+	ac, err := agent.Dial(ctx, filepath.Join(h.cfg.StateDir, "vms", vm.ID, "vsock.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ac.SetClock(ctx, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ac.Close()
 	got, err := h.c.Suspend(ctx, "s", false)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +77,9 @@ func TestSuspendResumeInMemory(t *testing.T) {
 	}
 	if got.State != "running" || got.PID != vm.PID || got.Timing == nil {
 		t.Errorf("after resume: %+v", got)
+	}
+	if off := time.Since(h.guestOf(vm).Time()); off > 5*time.Second || off < -5*time.Second {
+		t.Errorf("guest clock after resume is %v off the host's, want it set", off)
 	}
 	if res := h.exec("s", api.ExecRequest{Shell: "echo back"}); res.Output != "back\n" {
 		t.Errorf("exec after resume: %+v", res)
