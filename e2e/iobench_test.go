@@ -43,8 +43,8 @@ const (
 	ioRandSeconds   = 3   // random-read phase
 )
 
-// guestSeconds is how long the guest says workload took, from its result.
-func guestSeconds(workload string, value float64) float64 {
+// ioGuestSeconds is how long the guest says workload took, from its result.
+func ioGuestSeconds(workload string, value float64) float64 {
 	switch workload {
 	case "seqwrite", "seqread":
 		return ioDiskMiB << 20 / (value * 1e6)
@@ -54,12 +54,12 @@ func guestSeconds(workload string, value float64) float64 {
 	return ioRandSeconds
 }
 
-// checkClock rejects a result the guest's clock cannot have measured: not a
+// ioCheckClock rejects a result the guest's clock cannot have measured: not a
 // positive finite rate, a zero latency for real I/O, or a phase the guest
 // timed at under half of what the host saw pass (with 2 s of slack for
 // printing and setup). A guest clock that stalls (seen under boxd on a
 // loaded L1: +Inf MB/s, p99 0) would otherwise pass for a fast device.
-func checkClock(workload string, m ioMeasure, host time.Duration) error {
+func ioCheckClock(workload string, m ioMeasure, host time.Duration) error {
 	if !(m.value > 0) || math.IsInf(m.value, 0) {
 		return fmt.Errorf("%s: rate %v: the guest's clock did not advance", workload, m.value)
 	}
@@ -68,7 +68,7 @@ func checkClock(workload string, m ioMeasure, host time.Duration) error {
 			return fmt.Errorf("%s: p99 latency %vus: the guest's clock did not advance", workload, m.p99us)
 		}
 	}
-	g := time.Duration(guestSeconds(workload, m.value) * float64(time.Second))
+	g := time.Duration(ioGuestSeconds(workload, m.value) * float64(time.Second))
 	if g < host/2 && host-g > 2*time.Second {
 		return fmt.Errorf("%s: the guest timed %v for a phase the host saw take %v: its clock ran slow or stalled", workload, g, host)
 	}
@@ -309,7 +309,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	defer cancel()
 	// The receiver of the guest's transmit test: a sink that does not hash,
 	// so the host side costs little.
-	sink, err := startLines(ctx, nil, "ip", "netns", "exec", ib.ns, ib.tool, "tcp-sink", "10.0.0.1:5000")
+	sink, err := startIOProc(ctx, nil, "ip", "netns", "exec", ib.ns, ib.tool, "tcp-sink", "10.0.0.1:5000")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -326,7 +326,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	}
 	// nsenter changes only the network namespace (ip netns exec also makes
 	// a mount namespace), so the monitor is the process started here.
-	vm, err := startLines(ctx, env, append([]string{"nsenter", "--net=/var/run/netns/" + ib.ns, "--"}, argv...)...)
+	vm, err := startIOProc(ctx, env, append([]string{"nsenter", "--net=/var/run/netns/" + ib.ns, "--"}, argv...)...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	fail := func(err error) error {
 		// Where the monitor's threads are in L1's kernel (a vCPU thread
 		// parked in kvm_vcpu_block, say), then, for boxd, its goroutines.
-		stacks := kernelStacks(vm.cmd.Process.Pid)
+		stacks := ioKernelStacks(vm.cmd.Process.Pid)
 		if who == "boxd" {
 			vm.dump()
 		}
@@ -349,10 +349,10 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	}
 	// The monitor's CPU time per workload (user+system, all its threads):
 	// what it costs L1 to move the bytes, beside how fast they moved.
-	lastCPU, lastThreads := cpuTime(vm.cmd.Process.Pid), threadTimes(vm.cmd.Process.Pid)
+	lastCPU, lastThreads := ioCPUTime(vm.cmd.Process.Pid), ioThreadTimes(vm.cmd.Process.Pid)
 	lastLine := time.Now() // host time of the line that started the current phase
 
-	var sender *lines
+	var sender *ioProc
 	defer func() {
 		if sender != nil {
 			sender.stop()
@@ -383,18 +383,18 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 		case strings.HasPrefix(rest, "IO-LISTEN"):
 			lastLine = time.Now()
 			// The guest waits for the host's transmission (its receive test).
-			if sender, err = startLines(ctx, nil, "ip", "netns", "exec", ib.ns, ib.tool, "tcp-bench", "10.0.0.2:5001", strconv.Itoa(ioNetBytes)); err != nil {
+			if sender, err = startIOProc(ctx, nil, "ip", "netns", "exec", ib.ns, ib.tool, "tcp-bench", "10.0.0.2:5001", strconv.Itoa(ioNetBytes)); err != nil {
 				b.Fatal(err)
 			}
 		default:
 			if name, m, ok := parseIOLine(rest); ok {
 				host := time.Since(lastLine)
 				lastLine = time.Now()
-				cpu, threads := cpuTime(vm.cmd.Process.Pid), threadTimes(vm.cmd.Process.Pid)
+				cpu, threads := ioCPUTime(vm.cmd.Process.Pid), ioThreadTimes(vm.cmd.Process.Pid)
 				ib.logf("%s %s %.1f p99us %.0f host-seen %v monitor-cpu %v (busiest threads %s)", who, name, m.value, m.p99us,
-					host.Round(time.Millisecond), cpu-lastCPU, busiest(lastThreads, threads, 4))
+					host.Round(time.Millisecond), cpu-lastCPU, ioBusiest(lastThreads, threads, 4))
 				lastCPU, lastThreads = cpu, threads
-				if err := checkClock(name, m, host); err != nil {
+				if err := ioCheckClock(name, m, host); err != nil {
 					return s, fail(err)
 				}
 				s[name] = m
@@ -404,9 +404,9 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	}
 }
 
-// lines is a process whose stdout is read line by line, with readiness
+// ioProc is a process whose stdout is read line by line, with readiness
 // checks that have deadlines.
-type lines struct {
+type ioProc struct {
 	cmd  *exec.Cmd
 	ch   chan string   // stdout lines; closed at EOF
 	done chan struct{} // closed when the process has exited
@@ -416,8 +416,8 @@ type lines struct {
 	stderr strings.Builder
 }
 
-func startLines(ctx context.Context, env []string, argv ...string) (*lines, error) {
-	l := &lines{ch: make(chan string, 4096), done: make(chan struct{})}
+func startIOProc(ctx context.Context, env []string, argv ...string) (*ioProc, error) {
+	l := &ioProc{ch: make(chan string, 4096), done: make(chan struct{})}
 	l.cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
 	// Go's runtime prints every goroutine on SIGQUIT (see dump).
 	l.cmd.Env = append(append(os.Environ(), "GOTRACEBACK=all"), env...)
@@ -426,7 +426,7 @@ func startLines(ctx context.Context, env []string, argv ...string) (*lines, erro
 		return nil, err
 	}
 	l.cmd.Stdout = pw
-	l.cmd.Stderr = &lockedWriter{mu: &l.mu, b: &l.stderr}
+	l.cmd.Stderr = &ioLockedWriter{mu: &l.mu, b: &l.stderr}
 	if err := l.cmd.Start(); err != nil {
 		pr.Close()
 		pw.Close()
@@ -454,7 +454,7 @@ func startLines(ctx context.Context, env []string, argv ...string) (*lines, erro
 
 // waitFor returns the next line containing s; it fails if the output ends or
 // the deadline passes first.
-func (l *lines) waitFor(s string, timeout time.Duration) (string, error) {
+func (l *ioProc) waitFor(s string, timeout time.Duration) (string, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
@@ -474,7 +474,7 @@ func (l *lines) waitFor(s string, timeout time.Duration) (string, error) {
 }
 
 // waitExit waits for the process to exit by itself.
-func (l *lines) waitExit(timeout time.Duration) error {
+func (l *ioProc) waitExit(timeout time.Duration) error {
 	select {
 	case <-l.done:
 		if !l.cmd.ProcessState.Success() {
@@ -488,7 +488,7 @@ func (l *lines) waitExit(timeout time.Duration) error {
 
 // dump asks a Go process for its goroutines (SIGQUIT; they go to stderr)
 // and waits a bounded time for it to exit.
-func (l *lines) dump() {
+func (l *ioProc) dump() {
 	if l.cmd.Process.Signal(syscall.SIGQUIT) == nil {
 		select {
 		case <-l.done:
@@ -498,7 +498,7 @@ func (l *lines) dump() {
 }
 
 // stop kills the process (if still running) and waits for it.
-func (l *lines) stop() {
+func (l *ioProc) stop() {
 	select {
 	case <-l.done:
 		return
@@ -508,32 +508,32 @@ func (l *lines) stop() {
 	<-l.done
 }
 
-func (l *lines) transcript() string {
+func (l *ioProc) transcript() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.all.String()
 }
 
-func (l *lines) stderrText() string {
+func (l *ioProc) stderrText() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.stderr.String()
 }
 
-type lockedWriter struct {
+type ioLockedWriter struct {
 	mu *sync.Mutex
 	b  *strings.Builder
 }
 
-func (w *lockedWriter) Write(p []byte) (int, error) {
+func (w *ioLockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
 
-// kernelStacks returns /proc/PID/task/*/stack of the threads that are in
+// ioKernelStacks returns /proc/PID/task/*/stack of the threads that are in
 // KVM (or all, if none is), for a stuck run's report.
-func kernelStacks(pid int) string {
+func ioKernelStacks(pid int) string {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stack", pid))
 	var kvm, all strings.Builder
 	for _, t := range tasks {
@@ -554,14 +554,14 @@ func kernelStacks(pid int) string {
 	return all.String()
 }
 
-// cpuTime returns the user plus system time of process pid so far (0 if
+// ioCPUTime returns the user plus system time of process pid so far (0 if
 // it cannot be read).
-func cpuTime(pid int) time.Duration {
-	return cpuTimeOf(fmt.Sprintf("/proc/%d/stat", pid))
+func ioCPUTime(pid int) time.Duration {
+	return ioCPUTimeOf(fmt.Sprintf("/proc/%d/stat", pid))
 }
 
-// cpuTimeOf reads user plus system time from a /proc stat file.
-func cpuTimeOf(path string) time.Duration {
+// ioCPUTimeOf reads user plus system time from a /proc stat file.
+func ioCPUTimeOf(path string) time.Duration {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
@@ -577,21 +577,21 @@ func cpuTimeOf(path string) time.Duration {
 	return time.Duration(u+st) * 10 * time.Millisecond
 }
 
-// threadTimes returns the CPU time of each thread of pid, by thread ID.
-func threadTimes(pid int) map[string]time.Duration {
+// ioThreadTimes returns the CPU time of each thread of pid, by thread ID.
+func ioThreadTimes(pid int) map[string]time.Duration {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
 	m := map[string]time.Duration{}
 	for _, t := range tasks {
 		tid, _ := strconv.Atoi(filepath.Base(t))
-		m[filepath.Base(t)] = cpuTimeOf(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+		m[filepath.Base(t)] = ioCPUTimeOf(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
 	}
 	return m
 }
 
-// busiest formats the n threads that used the most CPU between two
-// threadTimes, as "comm/tid=time": it tells vCPU threads (which carry the
+// ioBusiest formats the n threads that used the most CPU between two
+// ioThreadTimes, as "comm/tid=time": it tells vCPU threads (which carry the
 // guest's own time) from the monitor's device and runtime threads.
-func busiest(before, after map[string]time.Duration, n int) string {
+func ioBusiest(before, after map[string]time.Duration, n int) string {
 	type tc struct {
 		tid string
 		d   time.Duration
