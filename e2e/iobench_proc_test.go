@@ -1,0 +1,225 @@
+//go:build e2e
+
+package e2e
+
+// The processes BenchmarkIOvsQEMU runs (monitors, network peers) and what
+// it reads of them from /proc.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ioProc is a process whose stdout is read line by line, with readiness
+// checks that have deadlines.
+type ioProc struct {
+	cmd  *exec.Cmd
+	ch   chan string   // stdout lines; closed at EOF
+	done chan struct{} // closed when the process has exited
+
+	mu     sync.Mutex
+	all    strings.Builder
+	stderr strings.Builder
+}
+
+func startIOProc(ctx context.Context, env []string, argv ...string) (*ioProc, error) {
+	l := &ioProc{ch: make(chan string, 4096), done: make(chan struct{})}
+	l.cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// Go's runtime prints every goroutine on SIGQUIT (see dump).
+	l.cmd.Env = append(append(os.Environ(), "GOTRACEBACK=all"), env...)
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	l.cmd.Stdout = pw
+	l.cmd.Stderr = &ioLockedWriter{mu: &l.mu, b: &l.stderr}
+	if err := l.cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return nil, err
+	}
+	pw.Close()
+	go func() {
+		defer close(l.ch)
+		defer pr.Close()
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			l.mu.Lock()
+			l.all.WriteString(sc.Text() + "\n")
+			l.mu.Unlock()
+			select {
+			case l.ch <- sc.Text():
+			default: // nobody reads this many lines; the transcript has them
+			}
+		}
+	}()
+	go func() { l.cmd.Wait(); close(l.done) }()
+	return l, nil
+}
+
+// waitFor returns the next line containing s; it fails if the output ends or
+// the deadline passes first.
+func (l *ioProc) waitFor(s string, timeout time.Duration) (string, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		select {
+		case line, ok := <-l.ch:
+			if !ok {
+				<-l.done
+				return "", fmt.Errorf("output ended (%v) before %q", l.cmd.ProcessState, s)
+			}
+			if strings.Contains(line, s) {
+				return line, nil
+			}
+		case <-deadline.C:
+			return "", fmt.Errorf("no %q within %v", s, timeout)
+		}
+	}
+}
+
+// waitExit waits for the process to exit by itself.
+func (l *ioProc) waitExit(timeout time.Duration) error {
+	select {
+	case <-l.done:
+		if !l.cmd.ProcessState.Success() {
+			return fmt.Errorf("exited: %v", l.cmd.ProcessState)
+		}
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("still running %v after its last line", timeout)
+	}
+}
+
+// dump asks a Go process for its goroutines (SIGQUIT; they go to stderr)
+// and waits a bounded time for it to exit.
+func (l *ioProc) dump() {
+	if l.cmd.Process.Signal(syscall.SIGQUIT) == nil {
+		select {
+		case <-l.done:
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// stop kills the process (if still running) and waits for it.
+func (l *ioProc) stop() {
+	select {
+	case <-l.done:
+		return
+	default:
+	}
+	l.cmd.Process.Kill()
+	<-l.done
+}
+
+func (l *ioProc) transcript() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
+}
+
+func (l *ioProc) stderrText() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stderr.String()
+}
+
+type ioLockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w *ioLockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// ioKernelStacks returns /proc/PID/task/*/stack of the threads that are in
+// KVM (or all, if none is), for a stuck run's report.
+func ioKernelStacks(pid int) string {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stack", pid))
+	var kvm, all strings.Builder
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(filepath.Join(filepath.Dir(t), "comm"))
+		entry := fmt.Sprintf("%s (%s):\n%s", t, strings.TrimSpace(string(comm)), b)
+		all.WriteString(entry)
+		if strings.Contains(string(b), "kvm") {
+			kvm.WriteString(entry)
+		}
+	}
+	if kvm.Len() > 0 {
+		return kvm.String()
+	}
+	return all.String()
+}
+
+// ioCPUTime returns the user plus system time of process pid so far (0 if
+// it cannot be read).
+func ioCPUTime(pid int) time.Duration {
+	return ioCPUTimeOf(fmt.Sprintf("/proc/%d/stat", pid))
+}
+
+// ioCPUTimeOf reads user plus system time from a /proc stat file.
+func ioCPUTimeOf(path string) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold
+	// spaces: state is field 3, utime 14, stime 15 (clock ticks, 100 Hz).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
+}
+
+// ioThreadTimes returns the CPU time of each thread of pid, by thread ID.
+func ioThreadTimes(pid int) map[string]time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	m := map[string]time.Duration{}
+	for _, t := range tasks {
+		tid, _ := strconv.Atoi(filepath.Base(t))
+		m[filepath.Base(t)] = ioCPUTimeOf(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	}
+	return m
+}
+
+// ioBusiest formats the n threads that used the most CPU between two
+// ioThreadTimes, as "comm/tid=time": it tells vCPU threads (which carry the
+// guest's own time) from the monitor's device and runtime threads.
+func ioBusiest(before, after map[string]time.Duration, n int) string {
+	type tc struct {
+		tid string
+		d   time.Duration
+	}
+	var ts []tc
+	for tid, d := range after {
+		ts = append(ts, tc{tid, d - before[tid]})
+	}
+	slices.SortFunc(ts, func(a, b tc) int { return int(b.d - a.d) })
+	var parts []string
+	for _, t := range ts[:min(n, len(ts))] {
+		parts = append(parts, fmt.Sprintf("%s=%v", t.tid, t.d))
+	}
+	return fmt.Sprintf("%s of %d", strings.Join(parts, " "), len(ts))
+}
