@@ -75,7 +75,7 @@ bench: build kernel initramfs image ## benchmarks: medians, p99 and ratios, side
 	$(GO) test -c -tags e2e -o $(OUT)/e2e.test ./e2e
 	CGO_ENABLED=0 $(GO) build -o $(OUT)/guesttool ./e2e/guesttool
 	$(BIN) nested -- $(BIN) bench boot
-	BOXD_BIN=$(CURDIR)/$(BIN) BOXD_E2E_GUESTTOOL=$(CURDIR)/$(OUT)/guesttool $(BIN) nested --out $(E2E_OUT) -- $(OUT)/e2e.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.v
+	BOXD_BIN=$(CURDIR)/$(BIN) BOXD_E2E_GUESTTOOL=$(OUT)/guesttool $(BIN) nested --out $(E2E_OUT) -- $(OUT)/e2e.test -test.run '^$$' -test.bench . -test.benchtime 1x -test.v
 
 .PHONY: demo
 demo: deps build kernel initramfs image ## set up, start the daemon, boxd new, boxd exec a command, print its output
