@@ -180,6 +180,22 @@ func TestForkProcessesDiskIdentity(t *testing.T) {
 	if out := d.sh("c-1", "ip route show default"); !strings.Contains(out, "via") {
 		t.Errorf("c-1: no default route after fork: %q", out)
 	}
+	// A fork of a fork: its memory is c-1's private pages over p's frozen
+	// file, its disk c-1's.
+	var res2 forkDoc
+	d.jsonCLI(&res2, "fork", "c-1", "--name", "g")
+	if len(res2.VMs) != 1 || len(res2.Errors) != 0 {
+		t.Fatalf("fork of a fork: %+v", res2)
+	}
+	t.Logf("fork of a fork: total %.1f ms, parent paused %.1f ms (monitor fork %d µs)",
+		res2.Timing.TotalMs, res2.Timing.ParentPausedMs, res2.Timing.MonitorForkUs)
+	d.wantCounting("g")
+	if got := d.sh("g", "cat /root/after"); got != "c-1" {
+		t.Errorf("g: /root/after is %q, want its parent c-1's", got)
+	}
+	if h := d.sh("g", "hostname"); h != "g" {
+		t.Errorf("g: host name %q", h)
+	}
 }
 
 func TestSuspendResumeE2E(t *testing.T) {
