@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/boxd-dev/boxd/host/api"
+	"github.com/boxd-dev/boxd/host/client"
 )
 
 func newSuspendCmd() *cobra.Command {
@@ -30,19 +31,8 @@ cp, shell) refuse a suspended VM until "boxd resume NAME".`,
   boxd suspend app --to-disk --json
   boxd new --from app --name app-copy-1`,
 		Args: cobra.ExactArgs(1),
-		RunE: hostCmd(&f, func(ctx context.Context, cmd *cobra.Command, args []string) error {
-			if err := nameArg(args[0]); err != nil {
-				return err
-			}
-			vm, err := f.client().Suspend(ctx, args[0], toDisk)
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), vm)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), vm.Name)
-			return nil
+		RunE: vmAction(&f, func(c *client.Client, ctx context.Context, name string) (api.VM, error) {
+			return c.Suspend(ctx, name, toDisk)
 		}),
 	}
 	f.add(cmd)
@@ -62,20 +52,7 @@ the VM stays suspended and the error says why.`,
 		Example: `  boxd resume task-1
   boxd resume app --json`,
 		Args: cobra.ExactArgs(1),
-		RunE: hostCmd(&f, func(ctx context.Context, cmd *cobra.Command, args []string) error {
-			if err := nameArg(args[0]); err != nil {
-				return err
-			}
-			vm, err := f.client().Resume(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), vm)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), vm.Name)
-			return nil
-		}),
+		RunE: vmAction(&f, (*client.Client).Resume),
 	}
 	f.add(cmd)
 	return cmd

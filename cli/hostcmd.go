@@ -79,3 +79,22 @@ func nameArg(name string) error {
 func warnf(cmd *cobra.Command, format string, args ...any) {
 	fmt.Fprintf(cmd.ErrOrStderr(), "boxd: "+format+"\n", args...)
 }
+
+// vmAction is the RunE of a command that acts on one named VM and prints it
+// (its name, or the VM document with --json): reboot, suspend, resume.
+func vmAction(f *hostFlags, act func(c *client.Client, ctx context.Context, name string) (api.VM, error)) func(*cobra.Command, []string) error {
+	return hostCmd(f, func(ctx context.Context, cmd *cobra.Command, args []string) error {
+		if err := nameArg(args[0]); err != nil {
+			return err
+		}
+		vm, err := act(f.client(), ctx, args[0])
+		if err != nil {
+			return err
+		}
+		if f.json {
+			return printJSON(cmd.OutOrStdout(), vm)
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), vm.Name)
+		return nil
+	})
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/boxd-dev/boxd/host/api"
+	"github.com/boxd-dev/boxd/host/client"
 	"github.com/boxd-dev/boxd/host/quota"
 )
 
@@ -244,20 +245,7 @@ func newRebootCmd() *cobra.Command {
 A running guest first flushes its file systems (sync). A stopped or crashed VM
 is started again.`,
 		Args: cobra.ExactArgs(1),
-		RunE: hostCmd(&f, func(ctx context.Context, cmd *cobra.Command, args []string) error {
-			if err := nameArg(args[0]); err != nil {
-				return err
-			}
-			vm, err := f.client().Reboot(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if f.json {
-				return printJSON(cmd.OutOrStdout(), vm)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), vm.Name)
-			return nil
-		}),
+		RunE: vmAction(&f, (*client.Client).Reboot),
 	}
 	f.add(cmd)
 	return cmd
