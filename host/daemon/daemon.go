@@ -247,6 +247,29 @@ func (d *Daemon) runtime(name string) (*vmRuntime, error) {
 	return rt, nil
 }
 
+// begin starts an operation on the VM called name: it enters the daemon
+// (refused once it is closing), locks the VM's runtime and reads its
+// record. done releases both, in reverse order.
+func (d *Daemon) begin(name string) (rt *vmRuntime, vm store.VM, done func(), err error) {
+	if err := d.enter(); err != nil {
+		return nil, vm, nil, err
+	}
+	if rt, err = d.runtime(name); err != nil {
+		d.ops.Done()
+		return nil, vm, nil, err
+	}
+	rt.mu.Lock()
+	done = func() {
+		rt.mu.Unlock()
+		d.ops.Done()
+	}
+	if vm, err = d.st.Get(name); err != nil {
+		done()
+		return nil, vm, nil, d.storeErr(name, err)
+	}
+	return rt, vm, done, nil
+}
+
 func (d *Daemon) runtimeByID(id string) *vmRuntime {
 	d.mu.Lock()
 	defer d.mu.Unlock()

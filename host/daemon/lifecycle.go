@@ -240,20 +240,11 @@ func (d *Daemon) reattach(ctx context.Context, vm store.VM) {
 // stopped first (after the guest flushed its file systems), a stopped or
 // crashed one is simply started. It returns once the agent answers.
 func (d *Daemon) Reboot(ctx context.Context, name string) (api.VM, error) {
-	if err := d.enter(); err != nil {
-		return api.VM{}, err
-	}
-	defer d.ops.Done()
-	rt, err := d.runtime(name)
+	rt, vm, done, err := d.begin(name)
 	if err != nil {
 		return api.VM{}, err
 	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	vm, err := d.st.Get(name)
-	if err != nil {
-		return api.VM{}, d.storeErr(name, err)
-	}
+	defer done()
 	switch vm.State {
 	case store.Running, store.Booting, store.Suspended:
 		d.syncGuest(ctx, rt)

@@ -39,21 +39,12 @@ func monitorErr(vm store.VM, what string, err error) error {
 // monitor, keeping its disk and lease. Suspending a suspended VM again is
 // not an error (in memory → to disk saves it).
 func (d *Daemon) Suspend(ctx context.Context, name string, req api.SuspendRequest) (api.VM, error) {
-	if err := d.enter(); err != nil {
-		return api.VM{}, err
-	}
-	defer d.ops.Done()
 	start := time.Now()
-	rt, err := d.runtime(name)
+	rt, vm, done, err := d.begin(name)
 	if err != nil {
 		return api.VM{}, err
 	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	vm, err := d.st.Get(name)
-	if err != nil {
-		return api.VM{}, d.storeErr(name, err)
-	}
+	defer done()
 	switch {
 	case vm.State == store.SuspendedDisk, vm.State == store.Suspended && !req.ToDisk:
 		return view(vm), nil
@@ -145,21 +136,12 @@ func (d *Daemon) suspendToDisk(ctx context.Context, rt *vmRuntime, vm store.VM, 
 // lease, then the guest's clock set and its entropy reseeded. A resume that
 // fails leaves the VM suspended (the error is recorded), never lost.
 func (d *Daemon) Resume(ctx context.Context, name string) (api.VM, error) {
-	if err := d.enter(); err != nil {
-		return api.VM{}, err
-	}
-	defer d.ops.Done()
 	start := time.Now()
-	rt, err := d.runtime(name)
+	rt, vm, done, err := d.begin(name)
 	if err != nil {
 		return api.VM{}, err
 	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	vm, err := d.st.Get(name)
-	if err != nil {
-		return api.VM{}, d.storeErr(name, err)
-	}
+	defer done()
 	switch vm.State {
 	case store.Running:
 		return view(vm), nil
