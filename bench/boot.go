@@ -17,12 +17,22 @@ import (
 	"github.com/boxd-dev/boxd/vmm/machine"
 )
 
-// BootInit is PID 1 of the boot benchmark: it reports the guest's uptime at init
-// and reboots at once (boxd's monitor exits on the reset, QEMU on -no-reboot).
+// BootInit is PID 1 of the boot benchmark. It marks the boot timer (boxd's
+// monitor records the host time; under QEMU the store hits an unassigned
+// address and is dropped), reads the guest's uptime right after it with a
+// shell builtin, prints it, then the kernel's kvmclock line (how long after
+// KVM_CREATE_VM the guest's clock started), and reboots (boxd's monitor exits
+// on the reset, QEMU on -no-reboot). The uptime line is printed before
+// anything slow, so the host sees it within a console write of the mark.
 const BootInit = `#!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-echo "BENCH-INIT uptime=$(/bin/busybox cut -d' ' -f1 /proc/uptime)"
-/bin/busybox reboot -f
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t devtmpfs dev /dev
+$B devmem 0xc0000000 32 1
+read up idle </proc/uptime
+echo "BENCH-INIT uptime=$up"
+echo "BENCH-CLOCK $($B dmesg | $B grep -m1 'kvm-clock: using sched offset')"
+$B reboot -f
 `
 
 // qemuCmdline is boxd's default command line, except that the guest reboots
@@ -42,13 +52,20 @@ type BootConfig struct {
 	Out    io.Writer
 }
 
-// bootSample is one boot.
+// bootSample is one boot. Times are in ms on the host clock from the exec of
+// the monitor, unless said otherwise.
 type bootSample struct {
-	initMs   float64 // exec of the monitor to the init's console line (host clock)
+	initMs   float64 // exec of the monitor to the init's first console line
 	exitMs   float64 // exec to the monitor's exit
-	uptimeMs float64 // the guest's own uptime at init (kernel start to init)
-	anonKiB  float64 // boxd only: the monitor's private memory (RssAnon), sampled at init
-	fileKiB  float64 // boxd only: file pages mapped (RssFile: mostly boxd's text, shared by every monitor)
+	uptimeMs float64 // the guest's own uptime at init (its clock start to init)
+	// clockMs is the kvmclock reading when the guest kernel started its clock:
+	// ns since KVM_CREATE_VM, printed by the guest ("sched offset"). 0: unknown.
+	clockMs float64
+	// boxd only, from --result-json: process start (package init) to the
+	// vCPUs starting, and the init's boot-timer mark after the vCPUs started.
+	setupMs, markMs float64
+	anonKiB         float64 // boxd only: the monitor's private memory (RssAnon), sampled at init
+	fileKiB         float64 // boxd only: file pages mapped (RssFile: mostly boxd's text, shared by every monitor)
 }
 
 // Boot boots the kernel Runs times under each monitor, alternating, and prints
@@ -75,15 +92,23 @@ func Boot(ctx context.Context, cfg BootConfig) error {
 		"-display", "none", "-no-reboot", "-serial", "stdio",
 		"-kernel", cfg.Kernel, "-initrd", cfg.Initrd, "-append", qemuCmdline}
 
+	resultDir, err := os.MkdirTemp("", "boxd-bench-result-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(resultDir)
+	resultJSON := filepath.Join(resultDir, "result.json")
+	boxdArgs = append(boxdArgs, "--result-json", resultJSON)
+
 	var boxd, qemu []bootSample
 	for i := range cfg.Runs {
-		s, err := bootOnce(ctx, boxdArgs, true)
+		s, err := bootOnce(ctx, boxdArgs, resultJSON)
 		if err != nil {
 			return fmt.Errorf("bench: boxd run %d: %w", i, err)
 		}
 		boxd = append(boxd, s)
 		if cfg.QEMU != "" {
-			s, err := bootOnce(ctx, qemuArgs, false)
+			s, err := bootOnce(ctx, qemuArgs, "")
 			if err != nil {
 				return fmt.Errorf("bench: qemu run %d: %w", i, err)
 			}
@@ -96,7 +121,9 @@ func Boot(ctx context.Context, cfg BootConfig) error {
 	return nil
 }
 
-func bootOnce(ctx context.Context, argv []string, sampleRSS bool) (bootSample, error) {
+// bootOnce runs one boot. resultJSON, for boxd, is the file its --result-json
+// names; the monitor's RSS is sampled only then.
+func bootOnce(ctx context.Context, argv []string, resultJSON string) (bootSample, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -123,9 +150,12 @@ func bootOnce(ctx context.Context, argv []string, sampleRSS bool) (bootSample, e
 			if up, err := strconv.ParseFloat(strings.TrimSpace(line[i+len("BENCH-INIT uptime="):]), 64); err == nil {
 				s.uptimeMs = up * 1000
 			}
-			if sampleRSS {
+			if resultJSON != "" {
 				s.anonKiB, s.fileKiB = monitorRSS(cmd.Process.Pid)
 			}
+		}
+		if ms, ok := parseClockLine(line); ok {
+			s.clockMs = ms
 		}
 	}
 	err = cmd.Wait()
@@ -136,6 +166,11 @@ func bootOnce(ctx context.Context, argv []string, sampleRSS bool) (bootSample, e
 	}
 	if !seen {
 		return s, fmt.Errorf("guest never reached init\nstderr:\n%s\nconsole:\n%s", stderr.String(), console.String())
+	}
+	if resultJSON != "" {
+		if s.setupMs, s.markMs, err = readResult(resultJSON); err != nil {
+			return s, err
+		}
 	}
 	return s, nil
 }
@@ -198,6 +233,7 @@ func reportBoot(cfg BootConfig, boxd, qemu []bootSample) {
 		qi, qu := row("qemu", qemu)
 		fmt.Fprintf(w, "ratio boxd/qemu (medians): init %.2f, guest %.2f  (target: init <= 0.5)\n", bi.Median/qi.Median, bu.Median/qu.Median)
 	}
+	writeBreakdown(w, boxd, qemu)
 }
 
 // Environment says where the numbers come from: absolute latency only means

@@ -39,7 +39,10 @@ func newBenchBootCmd() *cobra.Command {
 		Short: "Boot the guest kernel N times under boxd vmm and under QEMU microvm, alternating",
 		Long: `Boot the same kernel and busybox initramfs N times with "boxd vmm" and with QEMU's
 microvm machine (KVM-accelerated), alternating, and print boot-to-init medians,
-p99 and their ratio, plus the monitor's RSS beyond guest RAM.
+p99 and their ratio, the monitor's RSS beyond guest RAM, and a breakdown of
+where each boot's time goes: process start, KVM_CREATE_VM, the vCPUs starting
+(boxd's boot-timer mark), the guest's clock starting (the kvmclock reading the
+guest kernel prints) and init.
 
 Needs a /dev/kvm that can boot Linux: run it through the nested harness on
 hosts without VT-x/AMD-V (make bench does).`,
