@@ -118,6 +118,18 @@ func (c *Channel) Close(payload []byte) error {
 	return c.m.writeFrame(Frame{Type: TypeClose, Channel: c.id, Payload: payload})
 }
 
+// ReplyClose sends a Reply and the final Close in one write (server only):
+// an operation that finished before it reported its start answers in one
+// packet. The client sees the same frames as from Reply then Close.
+func (c *Channel) ReplyClose(reply, final []byte) error {
+	if !c.m.remove(c) {
+		return nil
+	}
+	c.failAll(ErrChannelClosed)
+	return c.m.writeFrames(Frame{Type: TypeReply, Channel: c.id, Payload: reply},
+		Frame{Type: TypeClose, Channel: c.id, Payload: final})
+}
+
 // Abort ends the channel from the client side: the server stops the operation
 // (a foreground process is killed). Frames still in flight are dropped.
 func (c *Channel) Abort() {

@@ -41,7 +41,9 @@
 //     e.g. the exit status), or a Close alone if the op failed to start.
 //
 // A Close from the server ends the channel: it implies EOF on its streams and
-// the server sends nothing more on it. A Close from the client aborts the
+// the server sends nothing more on it. Frames may share a write: over vsock a
+// write is a packet, the costly unit, so a server whose operation ends
+// before it replied sends Reply and Close together (Channel.ReplyClose). A Close from the client aborts the
 // channel: the server stops the operation (a foreground process is killed)
 // and still sends its Close, which the client ignores. Frames for unknown
 // channels are dropped, since they may cross an abort in flight.

@@ -206,7 +206,12 @@ func (m *Mux) fail(err error) {
 
 // writeFrame sends one frame. It must not be called with any Mux, Channel or
 // stream lock held: it may block until the peer reads.
-func (m *Mux) writeFrame(f Frame) error {
+func (m *Mux) writeFrame(f Frame) error { return m.writeFrames(f) }
+
+// writeFrames sends frames back to back in one write: over vsock every write
+// is a packet, and a packet costs the guest a notification and the monitor a
+// wakeup, so frames that are ready together travel together.
+func (m *Mux) writeFrames(fs ...Frame) error {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	select {
@@ -214,9 +219,12 @@ func (m *Mux) writeFrame(f Frame) error {
 		return m.err
 	default:
 	}
-	b, err := AppendFrame(m.wbuf[:0], f)
-	if err != nil {
-		return err
+	b := m.wbuf[:0]
+	for _, f := range fs {
+		var err error
+		if b, err = AppendFrame(b, f); err != nil {
+			return err
+		}
 	}
 	if cap(b) <= 2*MaxDataChunk {
 		m.wbuf = b // keep the common size; let a rare huge buffer go

@@ -319,3 +319,69 @@ func TestResultErrors(t *testing.T) {
 		t.Errorf("DecodeResult(wrong type): %v", err)
 	}
 }
+
+// TestReplyCloseOneWrite: ReplyClose sends the Reply and the Close in a
+// single write (one vsock packet), and the client sees both, in order.
+func TestReplyCloseOneWrite(t *testing.T) {
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	go Handshake(context.Background(), b, Config{Role: Server, Accept: func(ch *Channel, o Open) {
+		ch.ReplyClose([]byte(`{"result":{"pid":7}}`), []byte(`{"result":{"code":0}}`))
+	}})
+	if err := writeHello(a, Hello{Major: Major, Window: DefaultWindow}); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(a)
+	if _, err := readHello(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFrames(a, Frame{Type: TypeOpen, Channel: 1, Payload: []byte(`{"op":"x"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	// net.Pipe hands one Write to Reads whole (up to the buffer): both
+	// frames in one Read means one write.
+	buf := make([]byte, 4096)
+	n, err := a.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Frame
+	fr := NewReader(bytes.NewReader(buf[:n]))
+	for {
+		f, err := fr.Next()
+		if err != nil {
+			break
+		}
+		got = append(got, Frame{Type: f.Type, Channel: f.Channel, Payload: append([]byte(nil), f.Payload...)})
+	}
+	want := []Frame{
+		{Type: TypeReply, Channel: 1, Payload: []byte(`{"result":{"pid":7}}`)},
+		{Type: TypeClose, Channel: 1, Payload: []byte(`{"result":{"code":0}}`)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("one read gave %d frames %+v, want Reply and Close", len(got), got)
+	}
+	for i := range want {
+		if got[i].Type != want[i].Type || got[i].Channel != want[i].Channel || !bytes.Equal(got[i].Payload, want[i].Payload) {
+			t.Errorf("frame %d = %v %d %s, want %v %d %s", i, got[i].Type, got[i].Channel, got[i].Payload, want[i].Type, want[i].Channel, want[i].Payload)
+		}
+	}
+}
+
+// TestReplyCloseClient: a client gets the Reply, then the Close, from one
+// ReplyClose.
+func TestReplyCloseClient(t *testing.T) {
+	cm, _ := pair(t, func(ch *Channel, o Open) {
+		ch.ReplyClose([]byte(`{"result":1}`), []byte(`{"result":2}`))
+	})
+	ch, err := cm.Open("x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []Msg{{TypeReply, []byte(`{"result":1}`)}, {TypeClose, []byte(`{"result":2}`)}} {
+		msg, err := ch.Next(context.Background())
+		if err != nil || msg.Type != want.Type || !bytes.Equal(msg.Payload, want.Payload) {
+			t.Errorf("Next = %v %s, %v; want %v %s", msg.Type, msg.Payload, err, want.Type, want.Payload)
+		}
+	}
+}
