@@ -17,6 +17,12 @@
 //     window. After a process exits its pipes are drained until they are
 //     idle for Options.WaitDelay, so a daemon left holding them ("cmd &")
 //     cannot hold the exec open.
+//   - A foreground exec without stdin or PTY holds its Reply and its EOFs
+//     for up to Options.Coalesce while the process runs, never its output:
+//     a short command's whole answer (Reply, Close with the exit status,
+//     EOFs implied) leaves in one write, one vsock packet, as a ping's does.
+//     Processes are started with a pidfd and reaped through the runtime's
+//     poller (spawn.go), not by a thread blocked in wait.
 //   - Background output goes to a bounded ring per process (Options.RingSize);
 //     attachers replay it and follow, never slowing the process.
 //   - Listening ports are scanned from /proc/net/tcp{,6} only while someone

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,8 +27,8 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // proc is a started process in its own process group (its own session with a
 // PTY), so signals, timeouts and disconnects reach the whole tree.
 type proc struct {
-	cmd   *exec.Cmd
 	pid   int
+	pidfd *os.File   // reaps pid; nil without pidfd support
 	tty   *os.File   // PTY master, or nil
 	stdin *os.File   // write end of the stdin pipe, or nil
 	outs  []*os.File // read ends: stdout, stderr (or the PTY master alone)
@@ -71,11 +70,9 @@ func (s *Server) start(a wire.ExecArgs, withStdin bool) (*proc, error) {
 			dir = u.home
 		}
 	}
-	cmd := &exec.Cmd{Path: path, Args: a.Argv, Env: env, Dir: dir, SysProcAttr: &syscall.SysProcAttr{}}
-	if u.cred != nil {
-		cmd.SysProcAttr.Credential = u.cred
-	}
-	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	sys := &syscall.SysProcAttr{Credential: u.cred}
+	var files [3]*os.File // the child's stdin, stdout, stderr
+	p := &proc{exited: make(chan struct{})}
 	var childEnds []*os.File
 	defer func() {
 		for _, f := range childEnds {
@@ -93,14 +90,14 @@ func (s *Server) start(a wire.ExecArgs, withStdin bool) (*proc, error) {
 			return nil, fmt.Errorf("size pty: %w", err)
 		}
 		childEnds = append(childEnds, slave)
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-		cmd.SysProcAttr.Setsid = true // a session of its own: job control, SIGHUP on hangup
-		cmd.SysProcAttr.Setctty = true
-		cmd.SysProcAttr.Ctty = 0
+		files = [3]*os.File{slave, slave, slave}
+		sys.Setsid = true // a session of its own: job control, SIGHUP on hangup
+		sys.Setctty = true
+		sys.Ctty = 0
 		p.tty = master
 		p.outs = []*os.File{master}
 	} else {
-		cmd.SysProcAttr.Setpgid = true
+		sys.Setpgid = true
 		for i := 0; i < 2; i++ {
 			r, w, err := os.Pipe()
 			if err != nil {
@@ -110,7 +107,7 @@ func (s *Server) start(a wire.ExecArgs, withStdin bool) (*proc, error) {
 			childEnds = append(childEnds, w)
 			p.outs = append(p.outs, r)
 		}
-		cmd.Stdout, cmd.Stderr = childEnds[0], childEnds[1]
+		files[1], files[2] = childEnds[0], childEnds[1]
 		if withStdin {
 			r, w, err := os.Pipe()
 			if err != nil {
@@ -118,15 +115,23 @@ func (s *Server) start(a wire.ExecArgs, withStdin bool) (*proc, error) {
 				return nil, fmt.Errorf("pipe: %w", err)
 			}
 			childEnds = append(childEnds, r)
-			cmd.Stdin = r
+			files[0] = r
 			p.stdin = w
+		} else {
+			null, err := os.Open(os.DevNull)
+			if err != nil {
+				p.closeFiles()
+				return nil, err
+			}
+			childEnds = append(childEnds, null)
+			files[0] = null
 		}
 	}
-	if err := cmd.Start(); err != nil {
+	p.pid, p.pidfd, err = spawn(path, a.Argv, env, dir, files, sys)
+	if err != nil {
 		p.closeFiles()
 		return nil, startError(err)
 	}
-	p.pid = cmd.Process.Pid
 	go p.reap()
 	if a.TimeoutNS > 0 {
 		go p.enforceTimeout(time.Duration(a.TimeoutNS), time.Duration(a.GraceNS))
@@ -154,16 +159,15 @@ func startError(err error) error {
 }
 
 func (p *proc) reap() {
-	err := p.cmd.Wait()
+	ws, err := waitPid(p.pid, p.pidfd)
 	var st wire.ExitStatus
-	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
-		if ws.Signaled() {
-			st = wire.ExitStatus{Code: -1, Signal: ws.Signal(), CoreDumped: ws.CoreDump()}
-		} else {
-			st.Code = ws.ExitStatus()
-		}
-	} else if err != nil {
+	switch {
+	case err != nil:
 		st.Code = -1
+	case ws.Signaled():
+		st = wire.ExitStatus{Code: -1, Signal: ws.Signal(), CoreDumped: ws.CoreDump()}
+	default:
+		st.Code = ws.ExitStatus()
 	}
 	st.TimedOut = p.timedOut.Load()
 	p.status = st
@@ -286,7 +290,13 @@ func (s *Server) execForeground(ch *wire.Channel, raw json.RawMessage) {
 	// Whatever ends the channel first — client abort, disconnect — kills the
 	// group; a foreground process never outlives its client.
 	stopKill := context.AfterFunc(ctx, func() { p.signal(syscall.SIGKILL) })
-	ch.Reply(wire.EncodeResult(wire.Started{Pid: p.pid}, nil))
+	// An interactive process (stdin, PTY) waits for its client, which waits
+	// for the Reply: no reason to hold it. See coalesce.go.
+	hold := s.opts.Coalesce
+	if a.Stdin || p.tty != nil {
+		hold = 0
+	}
+	reply := newLazyReply(ch, wire.EncodeResult(wire.Started{Pid: p.pid}, nil), hold)
 
 	go s.watchExit(p)
 	var wg sync.WaitGroup
@@ -294,8 +304,8 @@ func (s *Server) execForeground(ch *wire.Channel, raw json.RawMessage) {
 	for i, f := range p.outs {
 		w := ch.Writer(streams[i])
 		wg.Go(func() {
-			if err := s.pump(p, f, w); err == nil {
-				w.CloseWrite()
+			if err := s.pump(p, f, replyFirst{reply, w}); err == nil {
+				holdEOF(p, reply, w, hold)
 			}
 		})
 	}
@@ -314,7 +324,7 @@ func (s *Server) execForeground(ch *wire.Channel, raw json.RawMessage) {
 		p.stdin.Close()
 	}
 	s.hub.publish(wire.Event{Type: wire.EventProcessExit, Process: &wire.ProcessExit{Pid: p.pid, Exit: p.status}})
-	ch.Close(wire.EncodeResult(p.status, nil))
+	reply.close(wire.EncodeResult(p.status, nil))
 }
 
 // feedStdin copies the client's stdin stream to the process. At the client's

@@ -37,6 +37,11 @@ type Options struct {
 	// idle before they are closed: descendants that keep them open (a daemon
 	// started with "&") must not hold the exec open forever (default 200 ms).
 	WaitDelay time.Duration
+	// Coalesce is how long a foreground exec without stdin or PTY may hold
+	// its Reply and EOFs while the process runs, so that a short command's
+	// whole answer leaves in one write (see coalesce.go; default 50 ms; <0
+	// sends each frame at once). Output is never held.
+	Coalesce time.Duration
 	// Logf logs what the agent cannot report to a client (default: discard).
 	Logf func(format string, args ...any)
 }
@@ -63,6 +68,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.WaitDelay <= 0 {
 		o.WaitDelay = 200 * time.Millisecond
+	}
+	if o.Coalesce == 0 {
+		o.Coalesce = 50 * time.Millisecond
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
