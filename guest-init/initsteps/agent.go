@@ -17,8 +17,12 @@ import (
 )
 
 // readyFD is the descriptor on which the supervisor hands the agent its
-// readiness pipe (and says so with --ready-fd).
-const readyFD = 3
+// readiness pipe (and says so with --ready-fd); gateFD the one of the gate
+// (--gate-fd, see Supervisor.Hold).
+const (
+	readyFD = 3
+	gateFD  = 4
+)
 
 // RunAgent is the init binary's "agent" mode, run by the Supervisor: it
 // listens on the vsock port, reports readiness on fd 3 and serves until
@@ -28,8 +32,14 @@ func RunAgent(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	port := fs.Uint("port", cmdline.DefaultAgentPort, "vsock port to listen on")
 	rfd := fs.Int("ready-fd", -1, "write \""+agentReadyLine+"\" to this inherited descriptor once listening")
+	gfd := fs.Int("gate-fd", -1, "listen only once this inherited descriptor reads EOF")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *gfd >= 0 {
+		gate := os.NewFile(uintptr(*gfd), "gate")
+		io.Copy(io.Discard, gate) // EOF, or an error: either way, go on
+		gate.Close()
 	}
 	var ready *os.File
 	if *rfd >= 0 {

@@ -66,13 +66,20 @@ func Early() []Step {
 
 // Late returns the steps run from the final root (the root disk, or the
 // initramfs without one): networking, the in-guest tools, the agent, mark 2.
+// They overlap: the agent process starts up (exec, Go runtime) while init
+// configures the network and links the tools, but it listens only once all
+// of that is done (Supervisor.Hold), so no host connects to a guest without
+// its hostname and address.
 func Late() []Step {
 	return []Step{
 		{Name: "cmdline", Run: readCmdline},
-		{Name: "loopback", Run: func(e *Env) error { return e.Sys.LinkUp("lo") }},
-		{Name: "network", Run: network},
-		{Name: "guest tools", Run: guestTools},
-		{Name: "agent", Run: startAgent},
+		Parallel("setup",
+			Step{Name: "agent start", Run: startAgent},
+			Step{Name: "loopback", Run: func(e *Env) error { return e.Sys.LinkUp("lo") }},
+			Step{Name: "network", Run: network},
+			Step{Name: "guest tools", Run: guestTools},
+		),
+		{Name: "agent", Run: agentReady},
 		{Name: "boot-timer mark 2", Run: markAgentReady},
 	}
 }
@@ -250,15 +257,27 @@ func markAgentReady(e *Env) error {
 	return err
 }
 
+// startAgent starts the agent, held back from listening until agentReady.
 func startAgent(e *Env) error {
 	if e.Agent == nil {
 		return errors.New("no agent supervisor")
 	}
-	if err := e.Agent.Start(e.Config.AgentPort); err != nil {
-		return err
+	if err := e.Agent.Hold(); err != nil {
+		e.Logf("agent: %v; starting it unheld", err)
 	}
-	if err := e.Agent.WaitReady(e.AgentReadyTimeout); err != nil {
-		return err
+	err := e.Agent.Start(e.Config.AgentPort)
+	e.agentErr.Store(&err)
+	return err
+}
+
+// agentReady lets the agent listen and waits until it does.
+func agentReady(e *Env) error {
+	if e.Agent == nil {
+		return errors.New("no agent supervisor")
 	}
-	return nil
+	e.Agent.Release()
+	if err := e.agentErr.Load(); err != nil && *err != nil {
+		return fmt.Errorf("not started: %w", *err)
+	}
+	return e.Agent.WaitReady(e.AgentReadyTimeout)
 }

@@ -4,7 +4,7 @@
 // machine down when asked.
 //
 // Boot is data: each Step has a name, a function and whether its failure is
-// fatal. Run executes a list in order against an Env whose System interface
+// fatal; a Parallel step is a group of independent steps run at once. Run executes a list in order against an Env whose System interface
 // carries every privileged operation (mount, chroot, ioctl, netlink, MMIO),
 // so the lists are unit-tested on the host against a temporary directory and
 // a fake System; Linux is the real one.
@@ -19,6 +19,10 @@
 //     would steal the exit statuses the agent's own os/exec calls wait for.
 //     It is restarted with a capped exponential backoff when it dies, and
 //     signals readiness on a pipe, after which init writes boot-timer mark 2.
+//     At boot it is started first and held (Supervisor.Hold: a gate pipe it
+//     reads before listening) while init sets up the network and the guest
+//     tools, so its exec and runtime start overlap them but no host reaches
+//     a guest that lacks its hostname and address.
 //   - Shutdown follows the busybox/sysvinit signal conventions: SIGUSR2 powers
 //     off, SIGUSR1 halts (treated as power-off: a halted VM is useless),
 //     SIGTERM and SIGINT reboot. The agent, or busybox poweroff in a shell,

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/boxd-dev/boxd/guest-init/cmdline"
@@ -13,6 +15,9 @@ import (
 type Step struct {
 	Name string
 	Run  func(*Env) error
+	// Concurrent, set instead of Run, makes the step a group whose steps
+	// run at the same time (see Parallel).
+	Concurrent []Step
 	// Fatal steps stop the boot when they fail. A non-fatal step can still
 	// escalate one failure by returning an error wrapping ErrFatal.
 	Fatal bool
@@ -54,6 +59,8 @@ type Env struct {
 	Agent *Supervisor
 	// AgentReadyTimeout bounds the agent step's wait for readiness.
 	AgentReadyTimeout time.Duration
+	agentErr          atomic.Pointer[error] // why the agent start step failed
+
 }
 
 // Path joins a guest path onto env.Root.
@@ -64,7 +71,12 @@ func (e *Env) Path(p string) string { return filepath.Join(e.Root, p) }
 func Run(steps []Step, env *Env) error {
 	for _, s := range steps {
 		t0 := time.Now()
-		err := s.Run(env)
+		var err error
+		if s.Concurrent != nil {
+			err = runConcurrent(s.Concurrent, env)
+		} else {
+			err = s.Run(env)
+		}
 		took := time.Since(t0)
 		var sk skipped
 		switch {
@@ -82,6 +94,28 @@ func Run(steps []Step, env *Env) error {
 		default:
 			env.Logf("%s: failed, continuing: %v", s.Name, err)
 		}
+	}
+	return nil
+}
+
+// Parallel is one step that runs steps concurrently, each logged on its own
+// line as Run does, and waits for all of them: for independent steps whose
+// time is mostly waiting (on the disk, the kernel, a child starting up).
+// The group fails, fatally, if one of them fails fatally. Its steps must
+// not depend on each other and only read Env (Logf is called concurrently).
+func Parallel(name string, steps ...Step) Step {
+	return Step{Name: name, Concurrent: steps}
+}
+
+func runConcurrent(steps []Step, e *Env) error {
+	errs := make([]error, len(steps))
+	var wg sync.WaitGroup
+	for i, s := range steps {
+		wg.Go(func() { errs[i] = Run([]Step{s}, e) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrFatal, err)
 	}
 	return nil
 }

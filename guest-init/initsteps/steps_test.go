@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func TestRunFatalAndNonFatal(t *testing.T) {
@@ -82,6 +83,10 @@ func TestRunFatalAndNonFatal(t *testing.T) {
 func names(steps []Step) []string {
 	var out []string
 	for _, s := range steps {
+		if s.Concurrent != nil {
+			out = append(out, s.Name+" ["+strings.Join(names(s.Concurrent), ", ")+"]")
+			continue
+		}
 		out = append(out, s.Name)
 	}
 	return out
@@ -95,14 +100,18 @@ func TestStepLists(t *testing.T) {
 	if diff := cmp.Diff(wantEarly, names(Early())); diff != "" {
 		t.Errorf("Early (-want +got):\n%s", diff)
 	}
-	wantLate := []string{"cmdline", "loopback", "network", "guest tools", "agent", "boot-timer mark 2"}
+	wantLate := []string{"cmdline", "setup [agent start, loopback, network, guest tools]", "agent", "boot-timer mark 2"}
 	if diff := cmp.Diff(wantLate, names(Late())); diff != "" {
 		t.Errorf("Late (-want +got):\n%s", diff)
 	}
 	// What must hold for the guest to be usable at all is fatal; the rest
 	// degrades.
 	fatal := map[string]bool{}
+	var all []Step
 	for _, s := range append(Early(), Late()...) {
+		all = append(append(all, s), s.Concurrent...)
+	}
+	for _, s := range all {
 		if s.Fatal {
 			fatal[s.Name] = true
 		}
@@ -253,8 +262,13 @@ func TestLate(t *testing.T) {
 			if err := Run(Late(), env); err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want, sys.Calls()); diff != "" {
+			// Network, loopback and tools run concurrently; mark 2 comes last.
+			got := sys.Calls()
+			if diff := cmp.Diff(tt.want, got, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+			if got[len(got)-1] != "mmio 0xc0000000=2" {
+				t.Errorf("calls %q: mark 2 is not last", got)
 			}
 		})
 	}

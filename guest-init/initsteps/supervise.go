@@ -53,13 +53,17 @@ type Supervisor struct {
 	ready    chan struct{} // closed at the first readiness
 	onReady  []func()      // guarded by mu; run once, at the first readiness
 	isReady  bool          // guarded by mu
+	// gateR and gateW are the gate pipe while Hold is in force: agents
+	// started then get gateR and do not listen before Release closes gateW.
+	gateR, gateW *os.File // guarded by mu
 }
 
 // NewSupervisor returns a Supervisor that runs "self agent --port=N" with
 // env, stdin from /dev/null and stdout/stderr on init's own.
 func NewSupervisor(self string, env []string, logf func(string, ...any)) *Supervisor {
 	s := newSupervisor(logf)
-	s.start = func(port uint32) (int, *os.File, error) { return startAgentProcess(self, env, port) }
+	// s.start runs with s.mu held (launchLocked), so it may read the gate.
+	s.start = func(port uint32) (int, *os.File, error) { return startAgentProcess(self, env, port, s.gateR) }
 	return s
 }
 
@@ -72,7 +76,10 @@ func newSupervisor(logf func(string, ...any)) *Supervisor {
 	}
 }
 
-func startAgentProcess(self string, env []string, port uint32) (int, *os.File, error) {
+// startAgentProcess starts the agent with the write end of its readiness
+// pipe as fd 3 and, if gate is set, gate as fd 4: it then starts up (exec,
+// runtime) but listens only once gate reads EOF.
+func startAgentProcess(self string, env []string, port uint32, gate *os.File) (int, *os.File, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, nil, err
@@ -84,9 +91,15 @@ func startAgentProcess(self string, env []string, port uint32) (int, *os.File, e
 		return 0, nil, err
 	}
 	defer null.Close()
-	p, err := os.StartProcess(self, []string{self, "agent", "--port=" + strconv.FormatUint(uint64(port), 10), "--ready-fd=" + strconv.Itoa(readyFD)}, &os.ProcAttr{
+	argv := []string{self, "agent", "--port=" + strconv.FormatUint(uint64(port), 10), "--ready-fd=" + strconv.Itoa(readyFD)}
+	files := []*os.File{null, os.Stdout, os.Stderr, w} // w is readyFD
+	if gate != nil {
+		argv = append(argv, "--gate-fd="+strconv.Itoa(gateFD))
+		files = append(files, gate)
+	}
+	p, err := os.StartProcess(self, argv, &os.ProcAttr{
 		Env:   env,
-		Files: []*os.File{null, os.Stdout, os.Stderr, w}, // w is readyFD
+		Files: files,
 		// Its own session: signals for init's process group never reach it.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	})
@@ -97,6 +110,35 @@ func startAgentProcess(self string, env []string, port uint32) (int, *os.File, e
 	pid := p.Pid
 	p.Release() // PID 1's reaper waits for it, not os.Process
 	return pid, r, nil
+}
+
+// Hold makes the next agents start up without listening until Release:
+// init starts the agent early, so that its exec and runtime start overlap
+// the network setup, yet no host connects before the guest has its
+// hostname and address.
+func (s *Supervisor) Hold() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gateW != nil {
+		return nil
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("agent gate: %w", err)
+	}
+	s.gateR, s.gateW = r, w
+	return nil
+}
+
+// Release lets held agents listen; agents started later are not held.
+func (s *Supervisor) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gateW != nil {
+		s.gateW.Close()
+		s.gateR.Close()
+		s.gateR, s.gateW = nil, nil
+	}
 }
 
 // Start launches the agent for port.

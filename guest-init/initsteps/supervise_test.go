@@ -1,7 +1,10 @@
 package initsteps
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"syscall"
 	"testing"
@@ -125,7 +128,8 @@ func TestSupervisorStartFails(t *testing.T) {
 
 // TestAgentProcess starts a real child through the supervisor's launcher:
 // this test binary, in a mode that writes the readiness line on the fd it is
-// given and exits.
+// given and exits. Held, it writes "held" first and "ready" only once the
+// gate is released.
 func TestAgentProcess(t *testing.T) {
 	if os.Getenv("BOXD_INITSTEPS_FAKE_AGENT") == "1" {
 		return // in the child: TestMain did the work
@@ -135,28 +139,64 @@ func TestAgentProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("BOXD_INITSTEPS_FAKE_AGENT", "1")
-	pid, r, err := startAgentProcess(self, append(os.Environ(), "BOXD_INITSTEPS_FAKE_AGENT=1"), 1234)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSupervisor(t.Logf)
-	go s.watchReady(r)
-	if err := s.WaitReady(30 * time.Second); err != nil {
-		t.Error(err)
-	}
-	var ws syscall.WaitStatus
-	if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
-		t.Errorf("child: %v, status %v", err, ws)
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held=%v", held), func(t *testing.T) {
+			s := newSupervisor(t.Logf)
+			if held {
+				if err := s.Hold(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pid, r, err := startAgentProcess(self, append(os.Environ(), "BOXD_INITSTEPS_FAKE_AGENT=1"), 1234, s.gateR)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			lines := bufio.NewScanner(r)
+			var got []string
+			if held {
+				// The child is blocked on the gate after "held": nothing
+				// more can come until Release.
+				if !lines.Scan() {
+					t.Fatalf("no line from the held child: %v", lines.Err())
+				}
+				got = append(got, lines.Text())
+				s.Release()
+			}
+			for lines.Scan() {
+				got = append(got, lines.Text())
+			}
+			want := []string{agentReadyLine}
+			if held {
+				want = []string{"held", agentReadyLine}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("lines (-want +got):\n%s", diff)
+			}
+			var ws syscall.WaitStatus
+			if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil || ws.ExitStatus() != 0 {
+				t.Errorf("child: %v, status %v", err, ws)
+			}
+		})
 	}
 }
 
 func TestMain(m *testing.M) {
-	// The fake agent: argv is [self agent --port=N --ready-fd=3].
-	if os.Getenv("BOXD_INITSTEPS_FAKE_AGENT") == "1" && len(os.Args) == 4 && os.Args[1] == "agent" {
+	// The fake agent: argv is [self agent --port=N --ready-fd=3 [--gate-fd=4]].
+	if os.Getenv("BOXD_INITSTEPS_FAKE_AGENT") == "1" && len(os.Args) >= 4 && os.Args[1] == "agent" {
 		if os.Args[2] != "--port=1234" || os.Args[3] != "--ready-fd=3" {
 			os.Exit(2)
 		}
 		f := os.NewFile(3, "ready")
+		if len(os.Args) == 5 {
+			if os.Args[4] != "--gate-fd=4" {
+				os.Exit(2)
+			}
+			if _, err := f.WriteString("held\n"); err != nil {
+				os.Exit(3)
+			}
+			io.Copy(io.Discard, os.NewFile(4, "gate"))
+		}
 		if _, err := f.WriteString(agentReadyLine + "\n"); err != nil {
 			os.Exit(3)
 		}

@@ -311,7 +311,9 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float
 // probes, which has normally happened before init runs.
 func waitFor(p string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+	// Short polls: the node usually appears within a few ms of init's
+	// start, and a doubling delay would overshoot it by as much again.
+	for delay := 200 * time.Microsecond; ; delay = min(2*delay, 5*time.Millisecond) {
 		_, err := os.Stat(p)
 		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
 			return err
