@@ -46,6 +46,14 @@ func (l *Linux) Reseed(seed []byte) error {
 	if err := addEntropy(int(f.Fd()), seed); err != nil {
 		return fmt.Errorf("reseed: RNDADDENTROPY: %w", err)
 	}
+	// Crediting entropy does not reseed a CRNG that is already initialised
+	// until its next scheduled reseed (up to a minute away): until then a
+	// fork and its parent keep drawing the same bytes from /dev/urandom
+	// (seen in the e2e fork test). RNDRESEEDCRNG reseeds it now, as the
+	// kernel's own VM-fork path (add_vmfork_randomness) does.
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.RNDRESEEDCRNG, 0); err != nil {
+		return fmt.Errorf("reseed: RNDRESEEDCRNG: %w", err)
+	}
 	return nil
 }
 
