@@ -10,14 +10,62 @@ import (
 	"strings"
 )
 
-// clockMarker starts the guest kernel's kvmclock line, which BootInit copies
-// to the console: "kvm-clock: using sched offset of N cycles", N being the
-// kvmclock reading (ns since KVM_CREATE_VM: KVM starts a VM's kvmclock at
-// zero) when the guest started its own clock.
-const clockMarker = "kvm-clock: using sched offset of "
+// Kernel log lines BootInit copies to the console, each prefixed with
+// klogPrefix and starting with the kernel's "[seconds.micros]" time:
+//   - clockMarker: "kvm-clock: using sched offset of N cycles", N being the
+//     kvmclock reading in ns (KVM starts a VM's kvmclock at zero at
+//     KVM_CREATE_VM) when the guest started its clock, printk time zero;
+//   - runMarker: init started;
+//   - markMarker: BootInit's boot-timer mark.
+const (
+	klogPrefix  = "BENCH-KLOG "
+	clockMarker = "kvm-clock: using sched offset of "
+	runMarker   = "Run /init as init process"
+	markMarker  = "BENCH-MARK"
+)
 
-// parseClockLine returns the sched offset in ms from a console line holding
-// the kernel's kvmclock message.
+// parseKernelLine records what a BENCH-KLOG console line says.
+func (s *bootSample) parseKernelLine(line string) {
+	i := strings.Index(line, klogPrefix)
+	if i < 0 {
+		return
+	}
+	line = line[i+len(klogPrefix):]
+	if ms, ok := parseClockLine(line); ok {
+		s.clockMs = ms
+		return
+	}
+	t, ok := printkMs(line)
+	if !ok {
+		return
+	}
+	switch {
+	case strings.Contains(line, runMarker):
+		s.runMs = t
+	case strings.Contains(line, markMarker):
+		s.kmarkMs = t
+	}
+}
+
+// printkMs reads the "[    0.445610] " time of a kernel log line in ms.
+func printkMs(line string) (float64, bool) {
+	line = strings.TrimSpace(line)
+	if !strings.HasPrefix(line, "[") {
+		return 0, false
+	}
+	end := strings.IndexByte(line, ']')
+	if end < 0 {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(line[1:end]), 64)
+	if err != nil || v < 0 {
+		return 0, false
+	}
+	return v * 1000, true
+}
+
+// parseClockLine returns the sched offset in ms from a kernel log line
+// holding the kvmclock message.
 func parseClockLine(line string) (float64, bool) {
 	i := strings.Index(line, clockMarker)
 	if i < 0 {
@@ -76,41 +124,52 @@ type phase struct {
 	span func(s bootSample) (float64, bool)
 }
 
-// The instants, in ms after the exec of the monitor on the host clock:
+// Instants on the host clock, in ms after the exec of the monitor. The
+// guest kernel's printk clock runs on kvmclock, which runs with the host's,
+// so spans between kernel-logged instants are host times too.
 //
-//	exec (0)
-//	main        boxd's package init: vCPUs start - setup_ms
-//	vm          KVM_CREATE_VM: clock - the guest's kvmclock reading at its clock start
-//	vcpus       vCPUs start: init - the boot-timer mark (the mark is stored just
-//	            before the uptime is read and the init line printed)
-//	clock       the guest's clock starts: init - uptime
-//	init        the init's line reaches the host
-func (s bootSample) clock() float64 { return s.initMs - s.uptimeMs }
+//	exec   0
+//	main   boxd's package init: vcpus - setup_ms
+//	vm     KVM_CREATE_VM: clock - the kvmclock reading at the guest's clock start
+//	vcpus  boxd's vCPUs start: mark - the boot-timer mark
+//	clock  the guest kernel starts its clock (printk time 0)
+//	run    the kernel starts init
+//	mark   BootInit's mark, which it prints its line right after: taken as
+//	       the moment the host reads that line
+//
+// Spans that need only guest and monitor clocks (vm -> vcpus -> clock ->
+// run -> mark) are exact; those from exec carry the console's latency.
+func (s bootSample) clock() (float64, bool) { return s.initMs - s.kmarkMs, s.kmarkMs > 0 }
 
-func (s bootSample) vm() (float64, bool) { return s.clock() - s.clockMs, s.clockMs > 0 }
+func (s bootSample) vm() (float64, bool) {
+	c, ok := s.clock()
+	return c - s.clockMs, ok && s.clockMs > 0
+}
 
-func (s bootSample) vcpus() (float64, bool) { return s.initMs - s.markMs, s.markMs > 0 }
+// vcpusToClock is vcpus -> clock, from the boot-timer mark and the same
+// moment on the guest's clock.
+func (s bootSample) vcpusToClock() (float64, bool) {
+	return s.markMs - s.kmarkMs, s.markMs > 0 && s.kmarkMs > 0
+}
 
 var phases = []phase{
 	{"exec -> monitor main (exec, runtime start)", func(s bootSample) (float64, bool) {
-		v, ok := s.vcpus()
-		return v - s.setupMs, ok && s.setupMs > 0
+		return s.initMs - s.markMs - s.setupMs, s.markMs > 0 && s.setupMs > 0
 	}},
-	{"exec -> KVM_CREATE_VM", func(s bootSample) (float64, bool) { return s.vm() }},
 	{"monitor main -> vCPUs start (setup_ms)", func(s bootSample) (float64, bool) { return s.setupMs, s.setupMs > 0 }},
+	{"exec -> KVM_CREATE_VM", func(s bootSample) (float64, bool) { return s.vm() }},
 	{"KVM_CREATE_VM -> vCPUs start (VM, kernel load)", func(s bootSample) (float64, bool) {
-		vm, ok1 := s.vm()
-		v, ok2 := s.vcpus()
-		return v - vm, ok1 && ok2
+		v, ok := s.vcpusToClock()
+		return s.clockMs - v, ok && s.clockMs > 0
 	}},
-	{"vCPUs start -> guest clock (early boot)", func(s bootSample) (float64, bool) {
-		v, ok := s.vcpus()
-		return s.clock() - v, ok
-	}},
+	{"vCPUs start -> guest clock (early boot)", func(s bootSample) (float64, bool) { return s.vcpusToClock() }},
 	{"KVM_CREATE_VM -> guest clock (kvmclock)", func(s bootSample) (float64, bool) { return s.clockMs, s.clockMs > 0 }},
-	{"exec -> guest clock", func(s bootSample) (float64, bool) { return s.clock(), true }},
-	{"guest clock -> init (guest's uptime)", func(s bootSample) (float64, bool) { return s.uptimeMs, true }},
-	{"exec -> init (total)", func(s bootSample) (float64, bool) { return s.initMs, true }},
+	{"exec -> guest clock", func(s bootSample) (float64, bool) { return s.clock() }},
+	{"guest clock -> init starts (kernel boot)", func(s bootSample) (float64, bool) { return s.runMs, s.runMs > 0 }},
+	{"init starts -> init line (mounts, mark)", func(s bootSample) (float64, bool) {
+		return s.kmarkMs - s.runMs, s.runMs > 0 && s.kmarkMs > 0
+	}},
+	{"exec -> init line (total)", func(s bootSample) (float64, bool) { return s.initMs, true }},
 }
 
 // phaseMedian is the median of a phase over the samples that have it; NaN
