@@ -16,6 +16,7 @@ import (
 	guestrd "github.com/boxd-dev/boxd/guest-init/initramfs"
 	"github.com/boxd-dev/boxd/host/network"
 	"github.com/boxd-dev/boxd/image"
+	"github.com/boxd-dev/boxd/internal/loopfs"
 )
 
 // daemon is a "boxd daemon" started by a test, with a CLI bound to its socket.
@@ -39,9 +40,28 @@ func startDaemon(t testing.TB, extra ...string) *daemon {
 	if err != nil {
 		t.Fatalf("root image: %v (make image builds it)", err)
 	}
-	d := &daemon{t: t, bin: boxdBin(t), state: t.TempDir()}
+	return startDaemonIn(t, t.TempDir(), img, extra...)
+}
+
+func startDaemonIn(t testing.TB, state, img string, extra ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, bin: boxdBin(t), state: state}
 	d.socket = filepath.Join(d.state, "boxd.sock")
 	return d.start(img, extra...)
+}
+
+// startDaemonXFS is startDaemon with the state directory on a fresh XFS
+// filesystem, where disks are raw files cloned by reflink (O(1) forks).
+func startDaemonXFS(t testing.TB, extra ...string) *daemon {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the daemon needs root (bridge, TAPs, nftables)")
+	}
+	img, err := image.Path()
+	if err != nil {
+		t.Fatalf("root image: %v (make image builds it)", err)
+	}
+	return startDaemonIn(t, loopfs.XFS(t, 16<<30), img, extra...)
 }
 
 // startDaemonOn starts a new daemon on the state directory of a stopped one.

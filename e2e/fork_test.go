@@ -134,7 +134,9 @@ func (d *daemon) wantClock(vm string) {
 func TestForkProcessesDiskIdentity(t *testing.T) {
 	needKVM(t)
 	needRestore(t)
-	d := startDaemon(t, "--mem-dir", memTmpfs(t))
+	// On XFS the disks are raw files and fork clones them by reflink: O(1),
+	// taken while the parent is paused.
+	d := startDaemonXFS(t, "--mem-dir", memTmpfs(t))
 	var p vmDoc
 	d.jsonCLI(&p, "new", "--name=p", "--cpus", "1", "--mem", "512M", "--disk", "4G")
 	d.sh("p", startCounter)
@@ -145,6 +147,9 @@ func TestForkProcessesDiskIdentity(t *testing.T) {
 	d.jsonCLI(&res, "fork", "p", "--name", "c", "--count", "2")
 	if len(res.VMs) != 2 || len(res.Errors) != 0 || res.Kind != "fork" {
 		t.Fatalf("fork: %+v", res)
+	}
+	if res.Timing.DiskClone != "reflink" {
+		t.Errorf("disks cloned by %q on XFS, want reflink", res.Timing.DiskClone)
 	}
 	t.Logf("fork of 2: total %.1f ms, parent paused %.1f ms (monitor fork %d µs, disks by %s in %.1f ms)",
 		res.Timing.TotalMs, res.Timing.ParentPausedMs, res.Timing.MonitorForkUs, res.Timing.DiskClone, res.Timing.DiskCloneMs)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/boxd-dev/boxd/internal/loopfs"
 	"github.com/boxd-dev/boxd/virtio/blk"
 	"golang.org/x/sys/unix"
 )
@@ -33,38 +34,8 @@ func run(t testing.TB, name string, args ...string) string {
 	return string(out)
 }
 
-// xfsDir mounts a fresh XFS filesystem (reflink on) from a loop device and
-// returns its mount point; everything is undone when the test ends.
-func xfsDir(t testing.TB) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to set up a loop device and mount XFS")
-	}
-	needTools(t, "mkfs.xfs", "losetup")
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		t.Skip("no loop devices (/dev/loop-control)")
-	}
-	img := filepath.Join(t.TempDir(), "xfs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 512<<20); err != nil {
-		t.Fatal(err)
-	}
-	run(t, "mkfs.xfs", "-q", "-m", "reflink=1", img)
-	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("no free loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	mnt := t.TempDir()
-	if err := unix.Mount(dev, mnt, "xfs", 0, ""); err != nil {
-		t.Skipf("cannot mount XFS: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	return mnt
-}
+// xfsDir mounts a fresh 512 MiB XFS filesystem (reflink on).
+func xfsDir(t testing.TB) string { return loopfs.XFS(t, 512<<20) }
 
 func freeBytes(t testing.TB, dir string) int64 {
 	t.Helper()
