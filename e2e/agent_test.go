@@ -137,13 +137,14 @@ for _ in range(1280):
 	if st, err := c.WaitProcess(ctx, info.ID); err != nil || st.Code != 4 {
 		t.Errorf("background process: %+v, %v", st, err)
 	}
-	var bg bytes.Buffer
-	ap, err := c.Attach(ctx, info.ID, agent.AttachOptions{Stdout: &bg, Stderr: &bg})
+	// Separate buffers: two copies into one bytes.Buffer race (ReadFrom).
+	var bg, bgErr bytes.Buffer
+	ap, err := c.Attach(ctx, info.ID, agent.AttachOptions{Stdout: &bg, Stderr: &bgErr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, err := ap.Wait(); err != nil || st.Code != 4 || bg.String() != "bg1\nbg2\nbg3\n" {
-		t.Errorf("re-attach: %q, %+v, %v", bg.String(), st, err)
+	if st, err := ap.Wait(); err != nil || st.Code != 4 || bg.String() != "bg1\nbg2\nbg3\n" || bgErr.Len() != 0 {
+		t.Errorf("re-attach: %q, stderr %q, %+v, %v", bg.String(), bgErr.String(), st, err)
 	}
 	// 20 MB up and down, checked on both sides.
 	data := make([]byte, 20<<20)
@@ -165,7 +166,9 @@ for _ in range(1280):
 		t.Errorf("download: %d bytes, %v; info %+v", len(back), err, fi)
 	}
 
-	// Round trips, printed: exec of true against a bare agent ping, same VM, same run.
+	// Round trips, printed: exec of true against a bare agent ping, same VM,
+	// same run (BenchmarkExecRoundTrip measures them properly, with the
+	// guest's own spawn floor and the boot share).
 	const n = 30
 	var execMs, pingMs []float64
 	for range n {
