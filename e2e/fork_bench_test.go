@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -29,7 +30,7 @@ func BenchmarkForkE2E(b *testing.B) {
 	d := startDaemonXFS(b, "--mem-dir", memTmpfs(b), "--max-mem", "4G")
 	sizes := []string{"256M", "4G"}
 	for _, s := range sizes {
-		name := "p" + s
+		name := "p" + strings.ToLower(s)
 		d.jsonCLI(new(vmDoc), "new", "--name="+name, "--cpus", "1", "--mem", s, "--disk", "4G")
 		d.sh(name, "head -c 64M /dev/urandom > /dev/shm/dirty")
 	}
@@ -41,10 +42,10 @@ func BenchmarkForkE2E(b *testing.B) {
 	for b.Loop() {
 		for i := range runs {
 			for _, s := range sizes {
-				child := fmt.Sprintf("c%s-%d", s, i)
+				child := fmt.Sprintf("c%s-%d", strings.ToLower(s), i)
 				var res forkDoc
 				start := time.Now()
-				d.jsonCLI(&res, "fork", "p"+s, "--name", child)
+				d.jsonCLI(&res, "fork", "p"+strings.ToLower(s), "--name", child)
 				wall := time.Since(start)
 				if len(res.VMs) != 1 {
 					b.Fatalf("fork %s: %+v", child, res)
