@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,11 +129,32 @@ func (d *daemon) jsonCLI(v any, args ...string) {
 	d.t.Helper()
 	out, stderr, code := d.cli(append([]string{args[0], "--json"}, args[1:]...)...)
 	if code != 0 {
-		d.t.Fatalf("boxd %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, stderr)
+		d.t.Fatalf("boxd %s: exit %d\nstdout: %s\nstderr: %s\n%s", strings.Join(args, " "), code, out, stderr, d.vmTails())
 	}
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		d.t.Fatalf("boxd %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+}
+
+// vmTails returns the last lines of every VM's monitor log, console and
+// result, for a failure message: what a monitor said before it went away.
+func (d *daemon) vmTails() string {
+	var b strings.Builder
+	files, _ := filepath.Glob(filepath.Join(d.state, "vms", "*", "*"))
+	for _, f := range files {
+		switch filepath.Base(f) {
+		case "monitor.log", "console.log", "result.json":
+		default:
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		fmt.Fprintf(&b, "--- %s (last lines)\n%s\n", f, strings.Join(lines[max(0, len(lines)-12):], "\n"))
+	}
+	return b.String()
 }
 
 type vmDoc struct {
