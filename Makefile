@@ -56,7 +56,7 @@ e2e: build kernel initramfs image ## tier 3: end-to-end tests, inside the nested
 	$(GO) test -c -tags e2e -o $(OUT)/e2e.test ./e2e
 	CGO_ENABLED=0 $(GO) build -o $(OUT)/guesttool ./e2e/guesttool
 	BOXD_BIN=$(CURDIR)/$(BIN) BOXD_E2E_GUESTTOOL=$(OUT)/guesttool \
-		$(BIN) nested --out $(E2E_OUT) -- $(OUT)/e2e.test -test.v -test.count=1 -test.timeout=40m
+		scripts/e2e.sh $(BIN) $(E2E_OUT) $(OUT)/e2e.test -test.count=1 -test.timeout=40m
 
 .PHONY: lint
 lint: ## gofmt, go vet, staticcheck
