@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	guestrd "github.com/boxd-dev/boxd/guest-init/initramfs"
 	"github.com/boxd-dev/boxd/host/network"
@@ -113,10 +115,17 @@ func (d *daemon) cli(args ...string) (string, string, int) {
 	// Flags go right after the subcommand: exec stops parsing flags at its
 	// command, as ssh does.
 	argv := append([]string{args[0], "--socket", d.socket}, args[1:]...)
-	cmd := exec.Command(d.bin, argv...)
+	// No command a test runs takes minutes (a boot waits at most the
+	// daemon's --boot-timeout); a hung one fails with what the VMs said.
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, d.bin, argv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		d.t.Fatalf("boxd %s: no answer after %v\nstdout: %s\nstderr: %s\n%s", strings.Join(args, " "), cliTimeout, stdout.String(), stderr.String(), d.vmTails())
+	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		d.t.Fatalf("boxd %s: %v", strings.Join(args, " "), err)
@@ -135,6 +144,11 @@ func (d *daemon) jsonCLI(v any, args ...string) {
 		d.t.Fatalf("boxd %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
+
+// cliTimeout bounds one CLI command in these tests: longer than the
+// daemon's --boot-timeout (4m), so a slow boot fails with the daemon's own
+// explanation first.
+const cliTimeout = 5 * time.Minute
 
 // vmTails returns the last lines of every VM's monitor log, console and
 // result, for a failure message: what a monitor said before it went away.
