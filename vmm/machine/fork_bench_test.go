@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxd-dev/boxd/vmm/memory"
 )
 
 // dirtyPages returns ring-3 code that writes one quadword in each of pages
@@ -68,14 +67,7 @@ func forkOnce(b *testing.B, memMiB int) forkSteps {
 		b.Fatal(err)
 	}
 	t2 := time.Now()
-	f, err := dupFile(parent.RAM().File())
-	if err != nil {
-		b.Fatal(err)
-	}
-	ram, err := memory.MapPrivate(f, st.MemSize)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ram := mapCopy(b, parent, st.MemSize)
 	t3 := time.Now()
 	child, err := Restore(Config{}, st, ram)
 	if err != nil {

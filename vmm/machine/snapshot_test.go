@@ -209,15 +209,7 @@ func TestSaveRestoreSave(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := dupFile(m.RAM().File())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ram, err := memory.MapPrivate(f, dec.MemSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Restore(Config{}, dec, ram)
+	r, err := Restore(Config{}, dec, mapCopy(t, m, dec.MemSize))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +383,7 @@ func deviceRig(t *testing.T, dir, sock string) []mmio.Device {
 }
 
 // mapCopy maps m's memory file privately, for a restore.
-func mapCopy(t *testing.T, m *Machine, size uint64) *memory.RAM {
+func mapCopy(t testing.TB, m *Machine, size uint64) *memory.RAM {
 	t.Helper()
 	f, err := dupFile(m.RAM().File())
 	if err != nil {
@@ -620,15 +612,7 @@ func TestRestoreKeepsTSCDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := dupFile(m.RAM().File())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ram, err := memory.MapPrivate(f, s.MemSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Restore(Config{}, s, ram)
+	r, err := Restore(Config{}, s, mapCopy(t, m, s.MemSize))
 	if err != nil {
 		t.Fatal(err)
 	}
