@@ -6,7 +6,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
 )
 
 // dirtyPages returns ring-3 code that writes one quadword in each of pages
