@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -34,20 +33,9 @@ func TestAgentInVM(t *testing.T) {
 	sock, console, result := filepath.Join(dir, "vsock.sock"), filepath.Join(dir, "console.log"), filepath.Join(dir, "result.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	vm := exec.CommandContext(ctx, boxdBin(t), "vmm", "--kernel", guestKernel(t), "--initrd", guestInitramfs(t, guestrd.None),
+	exited, dump := startMonitor(t, ctx, console, "vmm", "--kernel", guestKernel(t), "--initrd", guestInitramfs(t, guestrd.None),
 		"--mem-mib", "1024", "--cpus", "2", "--console", console, "--result-json", result,
 		"--vsock", "cid=3,path="+sock, "--disk", disk, "--cmdline", "boxd.root=/dev/vda boxd.hostname=agent-e2e")
-	var stderr bytes.Buffer
-	vm.Stderr = &stderr
-	if err := vm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- vm.Wait() }()
-	dump := func() {
-		c, _ := os.ReadFile(console)
-		t.Logf("stderr:\n%s\nconsole:\n%s", stderr.String(), c)
-	}
 	defer func() {
 		if t.Failed() {
 			dump()

@@ -197,18 +197,7 @@ func TestGuestAgentOverVsock(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	vm := exec.CommandContext(ctx, boxdBin(t), append(args, "--cmdline", cmdline)...)
-	var stderr bytes.Buffer
-	vm.Stderr = &stderr
-	if err := vm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- vm.Wait() }()
-	dump := func() {
-		c, _ := os.ReadFile(console)
-		t.Logf("stderr:\n%s\nconsole:\n%s", stderr.String(), c)
-	}
+	exited, dump := startMonitor(t, ctx, console, append(args, "--cmdline", cmdline)...)
 
 	c := dialAgent(t, ctx, sock, exited, dump)
 	var out, errOut bytes.Buffer
@@ -265,6 +254,24 @@ func TestGuestAgentOverVsock(t *testing.T) {
 // dialAgent connects to the guest agent through the monitor's vsock socket,
 // retrying while the guest refuses (the agent is not listening yet), until
 // ctx ends or the VM exits.
+// startMonitor starts "boxd ARGS..." in the background, bounded by ctx. exited
+// receives its end; dump logs its stderr and the console file, for failures.
+func startMonitor(t testing.TB, ctx context.Context, console string, args ...string) (exited <-chan error, dump func()) {
+	t.Helper()
+	vm := exec.CommandContext(ctx, boxdBin(t), args...)
+	var stderr bytes.Buffer
+	vm.Stderr = &stderr
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- vm.Wait() }()
+	return ch, func() {
+		c, _ := os.ReadFile(console)
+		t.Logf("stderr:\n%s\nconsole:\n%s", stderr.String(), c)
+	}
+}
+
 func dialAgent(t testing.TB, ctx context.Context, sock string, exited <-chan error, dump func()) *agent.Client {
 	t.Helper()
 	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
@@ -298,19 +305,8 @@ func TestGuestRebootOverVsock(t *testing.T) {
 	sock, console := filepath.Join(dir, "vsock.sock"), filepath.Join(dir, "console.log")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	vm := exec.CommandContext(ctx, boxdBin(t), "vmm", "--kernel", guestKernel(t), "--initrd", guestInitramfs(t, guestrd.None),
+	exited, dump := startMonitor(t, ctx, console, "vmm", "--kernel", guestKernel(t), "--initrd", guestInitramfs(t, guestrd.None),
 		"--mem-mib", "256", "--console", console, "--vsock", "cid=3,path="+sock)
-	var stderr bytes.Buffer
-	vm.Stderr = &stderr
-	if err := vm.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- vm.Wait() }()
-	dump := func() {
-		c, _ := os.ReadFile(console)
-		t.Logf("stderr:\n%s\nconsole:\n%s", stderr.String(), c)
-	}
 	c := dialAgent(t, ctx, sock, exited, dump)
 	defer c.Close()
 	if p, err := c.Exec(ctx, agent.ExecRequest{Argv: []string{"reboot"}}); err == nil {
