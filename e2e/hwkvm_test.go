@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/binary"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,10 +29,22 @@ func TestRing0Loop(t *testing.T) {
 	defer runtime.UnlockOSThread()
 	g.VCPU.BindThread()
 	start := time.Now()
+	// The loop takes milliseconds; a vCPU that has not finished after
+	// minutes is stuck in KVM_RUN (seen once in the nested harness under
+	// load). Kick it out and fail, rather than wait for the test timeout.
+	var stalled atomic.Bool
+	watchdog := time.AfterFunc(2*time.Minute, func() {
+		stalled.Store(true)
+		g.VCPU.Kick()
+	})
+	defer watchdog.Stop()
 	var result uint64
 	for {
 		e, err := g.VCPU.Run()
 		if err == kvm.ErrInterrupted {
+			if stalled.Load() {
+				t.Fatal("guest made no progress: vCPU stuck in KVM_RUN for 2m")
+			}
 			continue
 		}
 		if err != nil {
