@@ -72,9 +72,19 @@ func newEnv(t testing.TB, size int64, cfg blk.Config, features uint64) *env {
 // newEnvOn is newEnv over any backend.
 func newEnvOn(t testing.TB, be blk.Backend, cfg blk.Config, features uint64) *env {
 	t.Helper()
+	return newEnvSetup(t, be, cfg, features, nil)
+}
+
+// newEnvSetup is newEnvOn with setup run on the device before the driver
+// probes it (before the worker can start).
+func newEnvSetup(t testing.TB, be blk.Backend, cfg blk.Config, features uint64, setup func(*blk.Device)) *env {
+	t.Helper()
 	dev, err := blk.New(be, cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(dev)
 	}
 	t.Cleanup(func() {
 		if err := dev.Close(); err != nil {

@@ -7,7 +7,10 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/boxd-dev/boxd/virtio"
+	"github.com/boxd-dev/boxd/virtio/internal/eventfd"
 	"github.com/boxd-dev/boxd/virtio/queue"
 )
 
@@ -36,14 +39,17 @@ type Device struct {
 	id       [IDLen]byte
 	stats    Stats
 
-	// kick wakes the worker. Buffered (1) and never closed, so Notify is a
-	// non-blocking send that is safe at any time.
-	kick chan struct{}
+	// The worker sleeps in poll(2) on wakefd (an eventfd that Notify and
+	// stopWorker signal) and on kickfd, the request queue's ioeventfd when
+	// the monitor handed it over (UseKickFDs; else -1), so a guest kick
+	// wakes it straight from KVM. Both live until Close.
+	wakefd, kickfd int
+	fdMu           sync.RWMutex // read-held while Notify signals wakefd; write-held while Close closes the fds
+	fdsClosed      bool
 
-	mu     sync.Mutex // guards the worker lifecycle below
-	w      *worker    // the current activation; nil when not active
-	stop   chan struct{}
-	done   chan struct{} // stop and done are non-nil while w's goroutine runs
+	mu     sync.Mutex    // guards the worker lifecycle below
+	w      *worker       // the current activation; nil when not active
+	done   chan struct{} // non-nil while w's goroutine runs
 	paused bool          // Pause: w (if any) does not run until Resume
 	closed bool
 }
@@ -63,7 +69,11 @@ func New(backend Backend, cfg Config) (*Device, error) {
 		cfg:      cfg,
 		capacity: uint64(size) / SectorSize,
 		offered:  features(backend, cfg),
-		kick:     make(chan struct{}, 1),
+		kickfd:   -1,
+	}
+	var err error
+	if d.wakefd, err = eventfd.New(); err != nil {
+		return nil, fmt.Errorf("blk: %w", err)
 	}
 	copy(d.id[:], cfg.ID)
 	d.config = encodeConfig(d.capacity, cfg, d.offered)
@@ -123,16 +133,46 @@ func (d *Device) Activate(mem virtio.Memory, queues []*queue.Queue, features uin
 
 // startWorker runs w on a new goroutine. mu held, w set, none running.
 func (d *Device) startWorker() {
-	d.stop, d.done = make(chan struct{}), make(chan struct{})
-	go d.w.run(d.stop, d.done)
+	d.done = make(chan struct{})
+	d.w.stop.Store(false)
+	go d.w.run(d.done)
 }
 
 // Notify implements mmio.Device: it wakes the worker. It never blocks.
 func (d *Device) Notify(q int) {
-	select {
-	case d.kick <- struct{}{}:
-	default: // a wake-up is already pending
+	d.wake()
+}
+
+// wake makes the worker's poll return.
+func (d *Device) wake() {
+	d.fdMu.RLock()
+	defer d.fdMu.RUnlock()
+	if !d.fdsClosed {
+		_ = eventfd.Signal(d.wakefd)
 	}
+}
+
+// UseKickFDs implements mmio.KickFDUser: the worker polls a duplicate of
+// the request queue's ioeventfd beside its own wake-up eventfd.
+func (d *Device) UseKickFDs(fds []int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return errors.New("blk: device closed")
+	case len(fds) != 1:
+		return fmt.Errorf("blk: %d kick fds, want 1", len(fds))
+	case d.kickfd >= 0:
+		return errors.New("blk: kick fd already set")
+	case d.done != nil:
+		return errors.New("blk: kick fd set while the worker runs")
+	}
+	fd, err := eventfd.Dup(fds[0])
+	if err != nil {
+		return fmt.Errorf("blk: %w", err)
+	}
+	d.kickfd = fd
+	return nil
 }
 
 // Reset implements mmio.Device: it stops the worker and waits for it, so the
@@ -147,16 +187,14 @@ func (d *Device) Reset() {
 // stopWorker ends the worker's goroutine, if any: the request it is serving
 // completes, the ones after it wait in the ring. mu held.
 func (d *Device) stopWorker() {
-	if d.stop == nil {
+	if d.done == nil {
 		return
 	}
-	close(d.stop)
+	d.w.stop.Store(true)
+	d.wake()
 	<-d.done
-	d.stop, d.done = nil, nil
-	select {
-	case <-d.kick: // drop a stale wake-up
-	default:
-	}
+	d.done = nil
+	eventfd.Drain(d.wakefd) // drop a stale wake-up
 }
 
 // Close stops the device for good and closes the backend.
@@ -169,6 +207,13 @@ func (d *Device) Close() error {
 		return nil
 	}
 	d.closed = true
+	d.fdMu.Lock()
+	d.fdsClosed = true
+	unix.Close(d.wakefd)
+	if d.kickfd >= 0 {
+		unix.Close(d.kickfd)
+	}
+	d.fdMu.Unlock()
 	if c, ok := d.backend.(io.Closer); ok {
 		return c.Close()
 	}
@@ -185,6 +230,8 @@ type worker struct {
 	maxData  uint64 // largest data part of a read or write request
 	failed   bool   // the ring is unusable; wait for reset
 
+	stop atomic.Bool // set by stopWorker: finish the request in hand and return
+
 	// Scratch space reused across requests to keep the data path free of
 	// allocations.
 	hdr    [headerLen]byte
@@ -193,35 +240,46 @@ type worker struct {
 	iov    [][]byte
 }
 
-func (w *worker) run(stop, done chan struct{}) {
+func (w *worker) run(done chan struct{}) {
 	defer close(done)
+	fds := []unix.PollFd{{Fd: int32(w.d.wakefd), Events: unix.POLLIN}}
+	if w.d.kickfd >= 0 {
+		fds = append(fds, unix.PollFd{Fd: int32(w.d.kickfd), Events: unix.POLLIN})
+	}
 	// The driver may have queued requests before its first kick arrived (or
 	// before a snapshot was restored): look once before sleeping.
-	w.process(stop)
-	for {
-		select {
-		case <-stop:
+	w.process()
+	for !w.stop.Load() {
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			w.fail(fmt.Errorf("poll: %w", err))
 			return
-		case <-w.d.kick:
-			w.process(stop)
 		}
+		// Swallow the wake-ups before looking at the ring: a kick that
+		// comes while process runs wakes the next poll.
+		for _, f := range fds {
+			if f.Revents != 0 {
+				eventfd.Drain(int(f.Fd))
+			}
+		}
+		w.process()
 	}
 }
 
 // process completes every available request, interrupting as the driver
 // asks. Pop re-enables notifications when the ring runs dry, so returning
 // here never strands a request.
-func (w *worker) process(stop <-chan struct{}) {
+func (w *worker) process() {
 	if w.failed {
 		return
 	}
 	for {
-		select {
-		case <-stop:
+		if w.stop.Load() {
 			// Pause or reset: the requests left in the ring have not
 			// started; the next worker (or driver) finds them there.
 			return
-		default:
 		}
 		c, err := w.q.Pop(w.mem)
 		if err != nil {

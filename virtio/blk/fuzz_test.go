@@ -166,7 +166,7 @@ func FuzzBlkRequest(f *testing.F) {
 		if _, err := add(rs, ws); err != nil {
 			t.Fatal(err)
 		}
-		h.w.process(nil)
+		h.w.process()
 		used, err := h.drv.Reap()
 		if err != nil || len(used) != 1 {
 			t.Fatalf("Reap = %v, %v", used, err)
@@ -207,7 +207,7 @@ func TestWriteZeroesFallback(t *testing.T) {
 	if _, err := h.drv.Add([]queue.Buffer{h.drv.Buf(32, req(TypeWriteZeroes, 0, seg))}, []queue.Buffer{status}); err != nil {
 		t.Fatal(err)
 	}
-	h.w.process(nil)
+	h.w.process()
 	if got := h.drv.Read(status)[0]; got != StatusOK {
 		t.Fatalf("status %d", got)
 	}
@@ -237,7 +237,7 @@ func TestBackendErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h.w.process(nil)
+	h.w.process()
 	for i, st := range statuses {
 		if got := h.drv.Read(st)[0]; got != StatusIOErr {
 			t.Errorf("request %d: status %d, want IOERR", i, got)

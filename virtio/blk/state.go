@@ -38,7 +38,7 @@ func (d *Device) Resume() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.paused = false
-	if d.w != nil && d.stop == nil && !d.closed {
+	if d.w != nil && d.done == nil && !d.closed {
 		d.startWorker()
 	}
 }

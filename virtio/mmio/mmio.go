@@ -94,6 +94,24 @@ type Device interface {
 	Reset()
 }
 
+// KickFDUser is a Device whose worker waits on its queues' notification
+// eventfds itself. The monitor registers one ioeventfd per queue on the
+// QueueNotify register; for a KickFDUser it hands those eventfds to the
+// device instead of reading them on a goroutine of its own and calling
+// Notify, so a guest kick wakes the device's worker with one eventfd signal
+// and no hop through the Go scheduler. A kick that reaches the register as
+// a trapped MMIO write still arrives through Notify.
+type KickFDUser interface {
+	// UseKickFDs is called once, before the guest runs, with fds[q] the
+	// eventfd for queue q (len(fds) == len(QueueSizes())). The device keeps
+	// duplicates of what it uses (the caller closes its own fds whenever
+	// it likes) and closes them in Close. A readable fd means what
+	// Notify(q) means and is only acted on while the device is active and
+	// not paused: the fd may turn readable at any time, and a wake-up with
+	// nothing in the ring is harmless.
+	UseKickFDs(fds []int) error
+}
+
 // Stats counts what a driver did wrong; all fields are atomic.
 type Stats struct {
 	InvalidAccesses atomic.Uint64 // bad offset/size, write to read-only register, out-of-order config

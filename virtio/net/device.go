@@ -1,7 +1,6 @@
 package net
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	stdnet "net"
@@ -11,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/boxd-dev/boxd/virtio"
+	"github.com/boxd-dev/boxd/virtio/internal/eventfd"
 	"github.com/boxd-dev/boxd/virtio/queue"
 )
 
@@ -24,9 +24,12 @@ type Device struct {
 	stats   Stats
 	linkUp  atomic.Bool
 
-	// epfd waits for kickfd (an eventfd Notify writes) and for readiness of
-	// the backend's fd. Both live from New to Close.
+	// epfd waits for kickfd (an eventfd Notify writes), for the queues'
+	// ioeventfds when the monitor handed them over (qfds, UseKickFDs), so a
+	// guest kick wakes the worker straight from KVM, and for readiness of
+	// the backend's fd. All live until Close.
 	epfd, kickfd int
+	qfds         []int
 	// running is true while a worker runs, so Notify skips the syscall
 	// when nobody listens.
 	running atomic.Bool
@@ -195,13 +198,47 @@ func (d *Device) Notify(q int) {
 func (d *Device) kick() {
 	d.fdMu.RLock()
 	defer d.fdMu.RUnlock()
-	if d.fdsClosed {
-		return
+	if !d.fdsClosed {
+		_ = eventfd.Signal(d.kickfd)
 	}
-	var one [8]byte
-	binary.NativeEndian.PutUint64(one[:], 1)
-	// EAGAIN means the counter is saturated: the worker is awake anyway.
-	_, _ = unix.Write(d.kickfd, one[:])
+}
+
+// UseKickFDs implements mmio.KickFDUser: duplicates of the receive and
+// transmit queues' ioeventfds join the worker's epoll set.
+func (d *Device) UseKickFDs(fds []int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return ErrClosed
+	case len(fds) != 2:
+		return fmt.Errorf("net: %d kick fds, want 2", len(fds))
+	case d.qfds != nil:
+		return errors.New("net: kick fds already set")
+	}
+	var qfds []int
+	for _, fd := range fds {
+		q, err := eventfd.Dup(fd)
+		if err == nil {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(q)}
+			if err = unix.EpollCtl(d.epfd, unix.EPOLL_CTL_ADD, q, &ev); err != nil {
+				unix.Close(q)
+				err = fmt.Errorf("epoll_ctl add fd %d: %w", q, err)
+			}
+		}
+		if err != nil {
+			for _, q := range qfds {
+				unix.Close(q) // closing it also takes it out of the epoll set
+			}
+			return fmt.Errorf("net: %w", err)
+		}
+		qfds = append(qfds, q)
+	}
+	// A worker already running finds the new fds in its next epoll_wait.
+	d.fdMu.Lock()
+	d.qfds = qfds
+	d.fdMu.Unlock()
+	return nil
 }
 
 // Reset implements mmio.Device: it stops the worker and waits for it, so
@@ -246,8 +283,7 @@ func (d *Device) haltWorker() {
 	d.running.Store(false)
 	// Interest from this run must not wake the next one.
 	d.setInterest(0)
-	var buf [8]byte
-	_, _ = unix.Read(d.kickfd, buf[:]) // drop a stale kick
+	eventfd.Drain(d.kickfd) // drop a stale kick
 }
 
 // setInterest registers events for the backend fd. Called by the running
@@ -292,6 +328,9 @@ func (d *Device) Close() error {
 	d.fdsClosed = true
 	unix.Close(d.epfd)
 	unix.Close(d.kickfd)
+	for _, fd := range d.qfds {
+		unix.Close(fd)
+	}
 	d.fdMu.Unlock()
 	if err := d.backend.Close(); err != nil {
 		return fmt.Errorf("net: close backend: %w", err)

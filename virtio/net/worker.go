@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/boxd-dev/boxd/virtio"
+	"github.com/boxd-dev/boxd/virtio/internal/eventfd"
 	"github.com/boxd-dev/boxd/virtio/queue"
 )
 
@@ -83,12 +84,14 @@ func (w *worker) run() {
 		for _, ev := range events[:n] {
 			switch int(ev.Fd) {
 			case w.d.kickfd:
-				var buf [8]byte
-				_, _ = unix.Read(w.d.kickfd, buf[:])
+				eventfd.Drain(w.d.kickfd)
 			case w.d.backend.Fd():
 				if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 					w.d.markBackendDead()
 				}
+			default:
+				// A queue's ioeventfd (UseKickFDs): the guest kicked.
+				eventfd.Drain(int(ev.Fd))
 			}
 		}
 	}

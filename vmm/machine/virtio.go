@@ -16,13 +16,15 @@ import (
 )
 
 // virtioSlot is one virtio-mmio device: its window on the MMIO bus, its GSI,
-// and the ioeventfds that turn queue kicks into Notify calls without a vCPU
-// exit to the monitor.
+// and the ioeventfds that turn queue kicks into Notify calls (or, for a
+// mmio.KickFDUser, wake its worker directly) without a vCPU exit to the
+// monitor.
 type virtioSlot struct {
 	base      uint64
 	gsi       uint32
 	transport *mmio.Transport
-	kicks     []*os.File // one eventfd per queue, read by a goroutine each
+	kicks     []int      // one ioeventfd per queue
+	files     []*os.File // kicks[q] wrapped for the goroutine that reads it; nil for a KickFDUser
 	done      chan struct{}
 }
 
@@ -58,11 +60,21 @@ func (m *Machine) addVirtio(dev mmio.Device) error {
 			unix.Close(fd)
 			return err
 		}
-		// A non-blocking eventfd in an *os.File is served by Go's poller: the
-		// reading goroutine parks without holding an OS thread.
-		s.kicks = append(s.kicks, os.NewFile(uintptr(fd), fmt.Sprintf("virtio%d-kick%d", i, q)))
+		s.kicks = append(s.kicks, fd)
 	}
-	for q, f := range s.kicks {
+	if u, ok := dev.(mmio.KickFDUser); ok {
+		// The device's worker waits on (duplicates of) the ioeventfds.
+		if err := u.UseKickFDs(s.kicks); err != nil {
+			return fmt.Errorf("machine: virtio device %d: %w", i, err)
+		}
+		return nil
+	}
+	for q, fd := range s.kicks {
+		// A non-blocking eventfd in an *os.File is served by Go's poller:
+		// the reading goroutine parks without holding an OS thread. The
+		// file owns fd from here on.
+		f := os.NewFile(uintptr(fd), fmt.Sprintf("virtio%d-kick%d", i, q))
+		s.files = append(s.files, f)
 		m.wgIO.Add(1)
 		go func() {
 			defer m.wgIO.Done()
@@ -105,10 +117,14 @@ func (m *Machine) virtioCmdline() string {
 func (m *Machine) closeVirtio() error {
 	var errs []error
 	for _, s := range m.virtio {
-		for q, f := range s.kicks {
+		for q, fd := range s.kicks {
 			match := uint64(q)
-			errs = append(errs, m.vm.UnregisterIOEventFD(int(f.Fd()), kvm.IOEventFD{Addr: s.base + mmio.NotifyOffset, Len: 4, Datamatch: &match}))
-			errs = append(errs, f.Close())
+			errs = append(errs, m.vm.UnregisterIOEventFD(fd, kvm.IOEventFD{Addr: s.base + mmio.NotifyOffset, Len: 4, Datamatch: &match}))
+			if q < len(s.files) {
+				errs = append(errs, s.files[q].Close())
+			} else {
+				errs = append(errs, unix.Close(fd))
+			}
 		}
 	}
 	m.wgIO.Wait()
