@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/binary"
+	"os"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -33,7 +34,9 @@ func TestRing0Loop(t *testing.T) {
 	// minutes is stuck in KVM_RUN (seen once in the nested harness under
 	// load). Kick it out and fail, rather than wait for the test timeout.
 	var stalled atomic.Bool
+	var report string
 	watchdog := time.AfterFunc(2*time.Minute, func() {
+		report = stallReport(os.Getpid())
 		stalled.Store(true)
 		g.VCPU.Kick()
 	})
@@ -43,7 +46,7 @@ func TestRing0Loop(t *testing.T) {
 		e, err := g.VCPU.Run()
 		if err == kvm.ErrInterrupted {
 			if stalled.Load() {
-				t.Fatal("guest made no progress: vCPU stuck in KVM_RUN for 2m")
+				t.Fatalf("guest made no progress: vCPU stuck in KVM_RUN for 2m\n%s", report)
 			}
 			continue
 		}

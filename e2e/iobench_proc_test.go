@@ -147,29 +147,6 @@ func (w *ioLockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-// ioKernelStacks returns /proc/PID/task/*/stack of the threads that are in
-// KVM (or all, if none is), for a stuck run's report.
-func ioKernelStacks(pid int) string {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stack", pid))
-	var kvm, all strings.Builder
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		comm, _ := os.ReadFile(filepath.Join(filepath.Dir(t), "comm"))
-		entry := fmt.Sprintf("%s (%s):\n%s", t, strings.TrimSpace(string(comm)), b)
-		all.WriteString(entry)
-		if strings.Contains(string(b), "kvm") {
-			kvm.WriteString(entry)
-		}
-	}
-	if kvm.Len() > 0 {
-		return kvm.String()
-	}
-	return all.String()
-}
-
 // ioCPUTime returns the user plus system time of process pid so far (0 if
 // it cannot be read).
 func ioCPUTime(pid int) time.Duration {

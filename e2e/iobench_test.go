@@ -330,13 +330,22 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	fail := func(err error) error {
 		// Where the monitor's threads are in L1's kernel (a vCPU thread
 		// parked in kvm_vcpu_block, say), then, for boxd, its goroutines.
-		stacks := ioKernelStacks(vm.cmd.Process.Pid)
+		stacks := stallReport(vm.cmd.Process.Pid)
 		if who == "boxd" {
 			vm.dump()
 		}
 		vm.stop()
-		return fmt.Errorf("%s: %w\nconsole (tail):\n%s\nkernel stacks of its threads:\n%s\nstderr (tail):\n%s",
-			who, err, tail(vm.transcript(), 40), stacks, tail(vm.stderrText(), 120))
+		full := ""
+		if dir := os.Getenv("BOXD_NESTED_OUT"); dir != "" {
+			f, ferr := os.CreateTemp(dir, who+"-stderr-*.txt")
+			if ferr == nil {
+				_, _ = f.WriteString(vm.stderrText())
+				f.Close()
+				full = " (whole: " + f.Name() + ")"
+			}
+		}
+		return fmt.Errorf("%s: %w\nconsole (tail):\n%s\nwhat its threads do:\n%s\nstderr (tail%s):\n%s",
+			who, err, tail(vm.transcript(), 40), stacks, full, tail(vm.stderrText(), 120))
 	}
 
 	s := ioSample{}

@@ -1,0 +1,191 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// stallReport describes what the threads of process pid are doing, for a
+// test that found a guest making no progress: per thread its state, the
+// CPU time it used over one second, the system call it is in and its kernel
+// stack (empty for a thread on a CPU), then which KVM events L1's kernel
+// traced for those threads over a short window: exit reasons with the
+// guest RIPs they came from, injected interrupts and IPIs, halts. That is
+// what tells a vCPU spinning through exits (and where) from one halted
+// with an interrupt that never came. It costs about 1.5 s and needs root;
+// what it cannot read it says it could not.
+func stallReport(pid int) string {
+	var b strings.Builder
+	before := threadTimes(pid)
+	// A diagnostic window, not a wait for readiness: the CPU each thread
+	// burns in it tells a spinning vCPU from a sleeping one.
+	time.Sleep(time.Second)
+	after := threadTimes(pid)
+	tids := make([]int, 0, len(after))
+	for tid := range after {
+		tids = append(tids, tid)
+	}
+	sort.Ints(tids)
+	fmt.Fprintf(&b, "threads of pid %d (state, CPU used in the last second, syscall):\n", pid)
+	for _, tid := range tids {
+		a := after[tid]
+		used := "?"
+		if p, ok := before[tid]; ok {
+			used = (a.cpu - p.cpu).String()
+		}
+		task := fmt.Sprintf("/proc/%d/task/%d", pid, tid)
+		fmt.Fprintf(&b, "  %d %-15s %s cpu %-6s syscall %s\n", tid, a.comm, a.state, used, firstLine(task+"/syscall"))
+		if st, err := os.ReadFile(task + "/stack"); err == nil && len(st) > 0 {
+			for _, l := range strings.Split(strings.TrimSpace(string(st)), "\n") {
+				fmt.Fprintf(&b, "      %s\n", l)
+			}
+		}
+	}
+	b.WriteString(kvmTrace(tids, 300*time.Millisecond))
+	return b.String()
+}
+
+type threadTime struct {
+	comm, state string
+	cpu         time.Duration
+}
+
+// threadTimes reads each thread's name, state and user+system time.
+func threadTimes(pid int) map[int]threadTime {
+	out := map[int]threadTime{}
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, p := range stats {
+		tid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil {
+			continue
+		}
+		s, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ... utime(14) stime(15); comm may hold spaces.
+		open, close := strings.IndexByte(string(s), '('), strings.LastIndexByte(string(s), ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(string(s[close+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[tid] = threadTime{comm: string(s[open+1 : close]), state: f[0], cpu: time.Duration(ut+st) * time.Second / 100}
+	}
+	return out
+}
+
+func firstLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "?"
+	}
+	l, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return l
+}
+
+// kvmTrace records L1's kvm trace events of threads tids for window and
+// summarises them.
+func kvmTrace(tids []int, window time.Duration) string {
+	const dir = "/sys/kernel/tracing"
+	if _, err := os.Stat(dir + "/events/kvm"); err != nil {
+		if err := unix.Mount("nodev", dir, "tracefs", 0, ""); err != nil {
+			return fmt.Sprintf("kvm trace: no tracefs at %s (mount: %v)\n", dir, err)
+		}
+		if _, err := os.Stat(dir + "/events/kvm"); err != nil {
+			return fmt.Sprintf("kvm trace: no kvm events in %s: %v\n", dir, err)
+		}
+	}
+	write := func(name, v string) error { return os.WriteFile(filepath.Join(dir, name), []byte(v), 0) }
+	var pids []string
+	for _, t := range tids {
+		pids = append(pids, strconv.Itoa(t))
+	}
+	for _, step := range []struct{ name, v string }{
+		{"tracing_on", "0"}, {"trace", ""}, {"set_event_pid", strings.Join(pids, " ")},
+		{"events/kvm/enable", "1"}, {"tracing_on", "1"},
+	} {
+		if err := write(step.name, step.v); err != nil {
+			return fmt.Sprintf("kvm trace: write %s: %v\n", step.name, err)
+		}
+	}
+	time.Sleep(window) // the recording window
+	_ = write("tracing_on", "0")
+	_ = write("events/kvm/enable", "0")
+	_ = write("set_event_pid", "")
+	raw, err := os.ReadFile(filepath.Join(dir, "trace"))
+	if err != nil {
+		return fmt.Sprintf("kvm trace: read: %v\n", err)
+	}
+	return summariseKVMTrace(string(raw), window)
+}
+
+// traceLine matches "comm-tid [cpu] flags ts: event: details".
+var traceLine = regexp.MustCompile(`^\s*(.+?)-(\d+)\s+\[\d+\].*?\s[\d.]+: (\w+): (.*)$`)
+
+// summariseKVMTrace counts a trace's kvm events per thread, exits by
+// reason and RIP, and keeps its last lines.
+func summariseKVMTrace(raw string, window time.Duration) string {
+	type key struct{ tid, what string }
+	counts := map[key]int{}
+	var lines []string
+	for _, l := range strings.Split(raw, "\n") {
+		m := traceLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		lines = append(lines, l)
+		what := m[3]
+		if m[3] == "kvm_exit" {
+			// "vcpu 1 reason npf rip 0xffffffff81000000 info1 ..."
+			f := strings.Fields(m[4])
+			for i := 0; i+1 < len(f); i++ {
+				if f[i] == "reason" || f[i] == "rip" {
+					what += " " + f[i] + " " + f[i+1]
+				}
+			}
+		}
+		counts[key{m[2], what}]++
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "kvm trace over %v: %d events\n", window, len(lines))
+	keys := make([]key, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].tid != keys[j].tid {
+			return keys[i].tid < keys[j].tid
+		}
+		return counts[keys[i]] > counts[keys[j]]
+	})
+	shown := map[string]int{}
+	for _, k := range keys {
+		if shown[k.tid]++; shown[k.tid] > 12 {
+			continue
+		}
+		fmt.Fprintf(&b, "  tid %s %6d × %s\n", k.tid, counts[k], k.what)
+	}
+	if n := len(lines); n > 40 {
+		lines = lines[n-40:]
+	}
+	b.WriteString("last events:\n")
+	for _, l := range lines {
+		b.WriteString("  " + strings.TrimSpace(l) + "\n")
+	}
+	return b.String()
+}
