@@ -3,6 +3,8 @@ package i8042
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/boxd-dev/boxd/internal/devstate"
 )
 
 // stateVersion is the version of the blob SaveState writes.
@@ -65,14 +67,8 @@ func (c *Controller) RestoreState(b []byte) error {
 }
 
 func (c *Controller) restore(b []byte) error {
-	if len(b) < 2 {
-		return fmt.Errorf("state of %d bytes is too short", len(b))
-	}
-	if v := binary.LittleEndian.Uint16(b); v != stateVersion {
-		return fmt.Errorf("unknown state version %d (want %d)", v, stateVersion)
-	}
-	if len(b) < stateFixedLen {
-		return fmt.Errorf("state of %d bytes, want at least %d", len(b), stateFixedLen)
+	if err := devstate.CheckMin(b, stateVersion, stateFixedLen); err != nil {
+		return err
 	}
 	ctr, output, lastCmd, pending, resetOn, n := b[2], b[3], b[4], b[5], b[6], int(b[7])
 	data := b[stateFixedLen:]

@@ -3,6 +3,8 @@ package rtc
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/boxd-dev/boxd/internal/devstate"
 )
 
 // stateVersion is the version of the blob SaveState writes.
@@ -36,14 +38,8 @@ func (c *CMOS) RestoreState(b []byte) error {
 }
 
 func checkState(b []byte) error {
-	if len(b) < 2 {
-		return fmt.Errorf("state of %d bytes is too short", len(b))
-	}
-	if v := binary.LittleEndian.Uint16(b); v != stateVersion {
-		return fmt.Errorf("unknown state version %d (want %d)", v, stateVersion)
-	}
-	if len(b) != stateLen {
-		return fmt.Errorf("state of %d bytes, want %d", len(b), stateLen)
+	if err := devstate.Check(b, stateVersion, stateLen); err != nil {
+		return err
 	}
 	switch {
 	case b[2]&^indexMask != 0:

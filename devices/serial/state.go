@@ -3,6 +3,8 @@ package serial
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/boxd-dev/boxd/internal/devstate"
 )
 
 // stateVersion is the version of the blob SaveState writes.
@@ -79,14 +81,8 @@ func (s *Serial) RestoreState(b []byte) error {
 }
 
 func (s *Serial) restore(b []byte) error {
-	if len(b) < 2 {
-		return fmt.Errorf("state of %d bytes is too short", len(b))
-	}
-	if v := binary.LittleEndian.Uint16(b); v != stateVersion {
-		return fmt.Errorf("unknown state version %d (want %d)", v, stateVersion)
-	}
-	if len(b) < stateFixedLen {
-		return fmt.Errorf("state of %d bytes, want at least %d", len(b), stateFixedLen)
+	if err := devstate.CheckMin(b, stateVersion, stateFixedLen); err != nil {
+		return err
 	}
 	ier, lcr, mcr, scr, fcr, dll, dlm, delta, flags := b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10]
 	n := binary.LittleEndian.Uint32(b[11:])

@@ -3,6 +3,8 @@ package blk
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/boxd-dev/boxd/internal/devstate"
 )
 
 // stateVersion is the version of the blob SaveState writes.
@@ -69,14 +71,8 @@ func (d *Device) RestoreState(data []byte) error {
 }
 
 func checkState(b []byte, capacity uint64, readOnly bool) error {
-	if len(b) < 2 {
-		return fmt.Errorf("state of %d bytes is too short", len(b))
-	}
-	if v := binary.LittleEndian.Uint16(b); v != stateVersion {
-		return fmt.Errorf("unknown state version %d (want %d)", v, stateVersion)
-	}
-	if len(b) != stateLen {
-		return fmt.Errorf("state of %d bytes, want %d", len(b), stateLen)
+	if err := devstate.Check(b, stateVersion, stateLen); err != nil {
+		return err
 	}
 	if c := binary.LittleEndian.Uint64(b[2:]); c != capacity {
 		return fmt.Errorf("saved disk has %d sectors, this one %d", c, capacity)

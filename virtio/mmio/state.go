@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/boxd-dev/boxd/internal/devstate"
 	"github.com/boxd-dev/boxd/virtio"
 	"github.com/boxd-dev/boxd/virtio/queue"
 )
@@ -177,14 +178,8 @@ type savedState struct {
 // reach. Addresses are checked against guest memory when queues are built.
 func (t *Transport) decodeState(b []byte) (*savedState, error) {
 	le := binary.LittleEndian
-	if len(b) < 2 {
-		return nil, fmt.Errorf("state of %d bytes is too short", len(b))
-	}
-	if v := le.Uint16(b); v != stateVersion {
-		return nil, fmt.Errorf("unknown state version %d (want %d)", v, stateVersion)
-	}
-	if len(b) < stateHeaderLen {
-		return nil, fmt.Errorf("state of %d bytes, header needs %d", len(b), stateHeaderLen)
+	if err := devstate.CheckMin(b, stateVersion, stateHeaderLen); err != nil {
+		return nil, err
 	}
 	if typ := le.Uint32(b[2:]); typ != t.dev.Type() {
 		return nil, fmt.Errorf("state of device type %d, this device is type %d", typ, t.dev.Type())

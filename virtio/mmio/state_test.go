@@ -189,7 +189,7 @@ func TestRestoreRejects(t *testing.T) {
 	}{
 		{"empty", nil, "too short"},
 		{"version", with(func(b []byte) { le.PutUint16(b, 7) }), "unknown state version 7"},
-		{"header", good[:30], "header needs"},
+		{"header", good[:30], "want at least"},
 		{"type", with(func(b []byte) { le.PutUint32(b[2:], virtio.DeviceNet) }), "device type 1"},
 		{"status bits", with(func(b []byte) { le.PutUint32(b[6:], 0x10f) }), "unknown bits"},
 		{"status order", with(func(b []byte) { le.PutUint32(b[6:], virtio.StatusDriverOK|virtio.StatusAcknowledge) }), "skips a step"},

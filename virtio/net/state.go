@@ -3,6 +3,8 @@ package net
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/boxd-dev/boxd/internal/devstate"
 )
 
 // stateVersion is the version of the blob SaveState writes. The blob holds
@@ -60,14 +62,8 @@ func (d *Device) RestoreState(data []byte) error {
 }
 
 func checkState(b []byte) error {
-	if len(b) < 2 {
-		return fmt.Errorf("state of %d bytes is too short", len(b))
-	}
-	if v := binary.LittleEndian.Uint16(b); v != stateVersion {
-		return fmt.Errorf("unknown state version %d (want %d)", v, stateVersion)
-	}
-	if len(b) != 2 {
-		return fmt.Errorf("state of %d bytes, want 2", len(b))
+	if err := devstate.Check(b, stateVersion, 2); err != nil {
+		return err
 	}
 	return nil
 }

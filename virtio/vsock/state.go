@@ -3,6 +3,8 @@ package vsock
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/boxd-dev/boxd/internal/devstate"
 )
 
 // stateVersion is the version of the blob SaveState writes.
@@ -61,14 +63,8 @@ func (d *Device) RestoreState(data []byte) error {
 
 // decodeState checks a blob and returns the guest CID it was saved with.
 func decodeState(b []byte) (uint64, error) {
-	if len(b) < 2 {
-		return 0, fmt.Errorf("state of %d bytes is too short", len(b))
-	}
-	if v := binary.LittleEndian.Uint16(b); v != stateVersion {
-		return 0, fmt.Errorf("unknown state version %d (want %d)", v, stateVersion)
-	}
-	if len(b) != stateLen {
-		return 0, fmt.Errorf("state of %d bytes, want %d", len(b), stateLen)
+	if err := devstate.Check(b, stateVersion, stateLen); err != nil {
+		return 0, err
 	}
 	cid := binary.LittleEndian.Uint64(b[2:])
 	if cid < 3 || cid >= 0xffff_ffff {
