@@ -39,13 +39,12 @@ type Device struct {
 	id       [IDLen]byte
 	stats    Stats
 
-	// The worker sleeps in poll(2) on wakefd (an eventfd that Notify and
-	// stopWorker signal) and on kickfd, the request queue's ioeventfd when
-	// the monitor handed it over (UseKickFDs; else -1), so a guest kick
-	// wakes it straight from KVM. Both live until Close.
-	wakefd, kickfd int
-	fdMu           sync.RWMutex // read-held while Notify signals wakefd; write-held while Close closes the fds
-	fdsClosed      bool
+	// The worker sleeps in poll(2) on waker (which Notify and stopWorker
+	// signal) and on kickfd, the request queue's ioeventfd when the monitor
+	// handed it over (UseKickFDs; else -1), so a guest kick wakes it
+	// straight from KVM. Both live until Close.
+	waker  *eventfd.Waker
+	kickfd int
 
 	mu     sync.Mutex    // guards the worker lifecycle below
 	w      *worker       // the current activation; nil when not active
@@ -72,7 +71,7 @@ func New(backend Backend, cfg Config) (*Device, error) {
 		kickfd:   -1,
 	}
 	var err error
-	if d.wakefd, err = eventfd.New(); err != nil {
+	if d.waker, err = eventfd.NewWaker(); err != nil {
 		return nil, fmt.Errorf("blk: %w", err)
 	}
 	copy(d.id[:], cfg.ID)
@@ -139,18 +138,7 @@ func (d *Device) startWorker() {
 }
 
 // Notify implements mmio.Device: it wakes the worker. It never blocks.
-func (d *Device) Notify(q int) {
-	d.wake()
-}
-
-// wake makes the worker's poll return.
-func (d *Device) wake() {
-	d.fdMu.RLock()
-	defer d.fdMu.RUnlock()
-	if !d.fdsClosed {
-		_ = eventfd.Signal(d.wakefd)
-	}
-}
+func (d *Device) Notify(q int) { d.waker.Wake() }
 
 // UseKickFDs implements mmio.KickFDUser: the worker polls a duplicate of
 // the request queue's ioeventfd beside its own wake-up eventfd.
@@ -191,10 +179,10 @@ func (d *Device) stopWorker() {
 		return
 	}
 	d.w.stop.Store(true)
-	d.wake()
+	d.waker.Wake()
 	<-d.done
 	d.done = nil
-	eventfd.Drain(d.wakefd) // drop a stale wake-up
+	d.waker.Drain() // drop a stale wake-up
 }
 
 // Close stops the device for good and closes the backend.
@@ -207,13 +195,10 @@ func (d *Device) Close() error {
 		return nil
 	}
 	d.closed = true
-	d.fdMu.Lock()
-	d.fdsClosed = true
-	unix.Close(d.wakefd)
+	d.waker.Close()
 	if d.kickfd >= 0 {
 		unix.Close(d.kickfd)
 	}
-	d.fdMu.Unlock()
 	if c, ok := d.backend.(io.Closer); ok {
 		return c.Close()
 	}
@@ -242,7 +227,7 @@ type worker struct {
 
 func (w *worker) run(done chan struct{}) {
 	defer close(done)
-	fds := []unix.PollFd{{Fd: int32(w.d.wakefd), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(w.d.waker.Fd()), Events: unix.POLLIN}}
 	if w.d.kickfd >= 0 {
 		fds = append(fds, unix.PollFd{Fd: int32(w.d.kickfd), Events: unix.POLLIN})
 	}

@@ -24,21 +24,19 @@ type Device struct {
 	stats   Stats
 	linkUp  atomic.Bool
 
-	// epfd waits for kickfd (an eventfd Notify writes), for the queues'
+	// epfd waits for waker (which Notify signals), for the queues'
 	// ioeventfds when the monitor handed them over (qfds, UseKickFDs), so a
 	// guest kick wakes the worker straight from KVM, and for readiness of
 	// the backend's fd. All live until Close.
-	epfd, kickfd int
-	qfds         []int
+	epfd  int
+	waker *eventfd.Waker
+	qfds  []int
 	// running is true while a worker runs, so Notify skips the syscall
 	// when nobody listens.
 	running atomic.Bool
 	// backendDead is set by a worker when the backend hung up or failed a
 	// read; its fd is then out of the epoll set for good.
 	backendDead atomic.Bool
-
-	fdMu      sync.RWMutex // read-held while Notify writes kickfd; write-held while Close closes the fds
-	fdsClosed bool
 
 	mu     sync.Mutex // guards the lifecycle below
 	w      *worker    // the current activation, nil when not activated
@@ -56,35 +54,35 @@ func New(cfg Config) (*Device, error) {
 		return nil, err
 	}
 	cfg.MAC = append(stdnet.HardwareAddr(nil), cfg.MAC...)
-	d := &Device{cfg: cfg, backend: cfg.Backend, offers: offered(cfg), epfd: -1, kickfd: -1}
+	d := &Device{cfg: cfg, backend: cfg.Backend, offers: offered(cfg), epfd: -1}
 	d.offl, _ = cfg.Backend.(Offloader)
 	d.linkUp.Store(true)
 	var err error
-	if d.kickfd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
-		return nil, fmt.Errorf("net: eventfd: %w", err)
+	if d.waker, err = eventfd.NewWaker(); err != nil {
+		return nil, fmt.Errorf("net: %w", err)
 	}
 	if d.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
-		unix.Close(d.kickfd)
+		d.waker.Close()
 		return nil, fmt.Errorf("net: epoll_create1: %w", err)
 	}
 	fd := cfg.Backend.Fd()
 	for _, r := range []struct {
 		fd     int
 		events uint32
-	}{{d.kickfd, unix.EPOLLIN}, {fd, 0}} {
+	}{{d.waker.Fd(), unix.EPOLLIN}, {fd, 0}} {
 		// The backend starts with no interest: the worker asks for
 		// readability only while the guest has receive buffers.
 		ev := unix.EpollEvent{Events: r.events, Fd: int32(r.fd)}
 		if err := unix.EpollCtl(d.epfd, unix.EPOLL_CTL_ADD, r.fd, &ev); err != nil {
 			unix.Close(d.epfd)
-			unix.Close(d.kickfd)
+			d.waker.Close()
 			return nil, fmt.Errorf("net: epoll_ctl add fd %d: %w", r.fd, err)
 		}
 	}
 	if d.offl != nil {
 		if err := d.offl.SetOffload(0); err != nil {
 			unix.Close(d.epfd)
-			unix.Close(d.kickfd)
+			d.waker.Close()
 			return nil, fmt.Errorf("net: %w", err)
 		}
 	}
@@ -191,16 +189,7 @@ func (d *Device) Notify(q int) {
 	if (q != RxQueue && q != TxQueue) || !d.running.Load() {
 		return
 	}
-	d.kick()
-}
-
-// kick makes the worker's epoll_wait return.
-func (d *Device) kick() {
-	d.fdMu.RLock()
-	defer d.fdMu.RUnlock()
-	if !d.fdsClosed {
-		_ = eventfd.Signal(d.kickfd)
-	}
+	d.waker.Wake()
 }
 
 // UseKickFDs implements mmio.KickFDUser: duplicates of the receive and
@@ -235,9 +224,7 @@ func (d *Device) UseKickFDs(fds []int) error {
 		qfds = append(qfds, q)
 	}
 	// A worker already running finds the new fds in its next epoll_wait.
-	d.fdMu.Lock()
 	d.qfds = qfds
-	d.fdMu.Unlock()
 	return nil
 }
 
@@ -278,12 +265,12 @@ func (d *Device) haltWorker() {
 		return
 	}
 	w.stop.Store(true)
-	d.kick()
+	d.waker.Wake()
 	<-w.done
 	d.running.Store(false)
 	// Interest from this run must not wake the next one.
 	d.setInterest(0)
-	eventfd.Drain(d.kickfd) // drop a stale kick
+	d.waker.Drain() // drop a stale kick
 }
 
 // setInterest registers events for the backend fd. Called by the running
@@ -324,14 +311,11 @@ func (d *Device) Close() error {
 		return nil
 	}
 	d.closed = true
-	d.fdMu.Lock()
-	d.fdsClosed = true
+	d.waker.Close()
 	unix.Close(d.epfd)
-	unix.Close(d.kickfd)
 	for _, fd := range d.qfds {
 		unix.Close(fd)
 	}
-	d.fdMu.Unlock()
 	if err := d.backend.Close(); err != nil {
 		return fmt.Errorf("net: close backend: %w", err)
 	}

@@ -83,8 +83,8 @@ func (w *worker) run() {
 		}
 		for _, ev := range events[:n] {
 			switch int(ev.Fd) {
-			case w.d.kickfd:
-				eventfd.Drain(w.d.kickfd)
+			case w.d.waker.Fd():
+				w.d.waker.Drain()
 			case w.d.backend.Fd():
 				if ev.Events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 					w.d.markBackendDead()

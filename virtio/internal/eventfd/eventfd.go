@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -67,4 +68,54 @@ func readlink(fd int) (string, error) {
 		return "", err
 	}
 	return string(buf[:n]), nil
+}
+
+// Waker is an eventfd a device worker sleeps on. Wake may be called from
+// any goroutine at any time, also during and after Close, when it does
+// nothing: a notification may come from a vCPU while the device closes.
+type Waker struct {
+	mu     sync.RWMutex // read-held while Wake signals fd; write-held while Close closes it
+	fd     int
+	closed bool
+}
+
+// NewWaker returns a Waker with its eventfd.
+func NewWaker() (*Waker, error) {
+	fd, err := New()
+	if err != nil {
+		return nil, err
+	}
+	return &Waker{fd: fd}, nil
+}
+
+// Fd returns the eventfd, for the worker's poll or epoll set.
+func (w *Waker) Fd() int { return w.fd }
+
+// Wake makes the worker's poll return.
+func (w *Waker) Wake() {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if !w.closed {
+		_ = Signal(w.fd)
+	}
+}
+
+// Drain swallows a pending wake-up.
+func (w *Waker) Drain() {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if !w.closed {
+		Drain(w.fd)
+	}
+}
+
+// Close closes the eventfd; later calls do nothing.
+func (w *Waker) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	return unix.Close(w.fd)
 }

@@ -61,3 +61,27 @@ func TestDupRefusesWhatIsNotANonBlockingEventfd(t *testing.T) {
 		t.Fatal("Dup accepted a closed fd")
 	}
 }
+
+func TestWakerAfterClose(t *testing.T) {
+	w, err := NewWaker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Wake()
+	if !Drain(w.Fd()) {
+		t.Fatal("Wake did not signal the eventfd")
+	}
+	w.Wake()
+	w.Drain()
+	if Drain(w.Fd()) {
+		t.Fatal("Drain left a wake-up pending")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.Wake() // harmless after Close
+	w.Drain()
+	if err := w.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
