@@ -124,7 +124,7 @@ func (d *daemon) cli(args ...string) (string, string, int) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		d.t.Fatalf("boxd %s: no answer after %v\nstdout: %s\nstderr: %s\n%s", strings.Join(args, " "), cliTimeout, stdout.String(), stderr.String(), d.vmTails())
+		d.t.Fatalf("boxd %s: no answer after %v\nstdout: %s\nstderr: %s\n%s\n%s", strings.Join(args, " "), cliTimeout, stdout.String(), stderr.String(), d.vmTails(), monitorsStallReport())
 	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {

@@ -114,6 +114,12 @@ func runVMM(t testing.TB, timeout time.Duration, args ...string) vmmRun {
 	cmd := exec.CommandContext(ctx, boxdBin(t), append([]string{"vmm", "--console", console, "--result-json", result}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	// On timeout, say what the monitor was doing before it is killed.
+	var stalled string
+	cmd.Cancel = func() error {
+		stalled = stallReport(cmd.Process.Pid)
+		return cmd.Process.Kill()
+	}
 	err := cmd.Run()
 	var r vmmRun
 	var ee *exec.ExitError
@@ -123,7 +129,7 @@ func runVMM(t testing.TB, timeout time.Duration, args ...string) vmmRun {
 		r.Status = ee.ExitCode()
 	default:
 		c, _ := os.ReadFile(console)
-		t.Fatalf("boxd vmm: %v\nstderr:\n%s\nconsole:\n%s", err, stderr.String(), c)
+		t.Fatalf("boxd vmm: %v\nstderr:\n%s\nconsole:\n%s\n%s", err, stderr.String(), c, stalled)
 	}
 	c, _ := os.ReadFile(console)
 	r.Console, r.Stderr = string(c), stderr.String()
@@ -233,7 +239,7 @@ func (v *liveVMM) waitLine(t testing.TB, s string, timeout time.Duration) string
 				return line
 			}
 		case <-deadline:
-			t.Fatalf("no %q on the console after %v\nconsole:\n%s\nstderr:\n%s", s, timeout, v.console(), v.stderr.String())
+			t.Fatalf("no %q on the console after %v\nconsole:\n%s\nstderr:\n%s\n%s", s, timeout, v.console(), v.stderr.String(), stallReport(v.cmd.Process.Pid))
 		}
 	}
 }
@@ -244,7 +250,7 @@ func (v *liveVMM) wait(t testing.TB, timeout time.Duration) int {
 	select {
 	case <-v.done:
 	case <-time.After(timeout):
-		t.Fatalf("VM still running after %v\nconsole:\n%s", timeout, v.console())
+		t.Fatalf("VM still running after %v\nconsole:\n%s\n%s", timeout, v.console(), stallReport(v.cmd.Process.Pid))
 	}
 	return v.cmd.ProcessState.ExitCode()
 }

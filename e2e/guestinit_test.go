@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,14 +262,34 @@ func startMonitor(t testing.TB, ctx context.Context, console string, args ...str
 	vm := exec.CommandContext(ctx, boxdBin(t), args...)
 	var stderr bytes.Buffer
 	vm.Stderr = &stderr
+	// When ctx ends first, say what the monitor was doing before it is
+	// killed; dump, called after the exit, reports it.
+	var stalled atomic.Pointer[string]
+	vm.Cancel = func() error {
+		r := stallReport(vm.Process.Pid)
+		stalled.Store(&r)
+		return vm.Process.Kill()
+	}
 	if err := vm.Start(); err != nil {
 		t.Fatal(err)
 	}
 	ch := make(chan error, 1)
-	go func() { ch <- vm.Wait() }()
+	waited := make(chan struct{})
+	go func() {
+		err := vm.Wait() // returns after Cancel has
+		close(waited)
+		ch <- err
+	}()
 	return ch, func() {
+		if ctx.Err() != nil {
+			<-waited // the report is being written
+		}
 		c, _ := os.ReadFile(console)
-		t.Logf("stderr:\n%s\nconsole:\n%s", stderr.String(), c)
+		var report string
+		if r := stalled.Load(); r != nil {
+			report = *r
+		}
+		t.Logf("stderr:\n%s\nconsole:\n%s\n%s", stderr.String(), c, report)
 	}
 }
 

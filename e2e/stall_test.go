@@ -142,6 +142,9 @@ var traceLine = regexp.MustCompile(`^\s*(.+?)-(\d+)\s+\[\d+\].*?\s[\d.]+: (\w+):
 func summariseKVMTrace(raw string, window time.Duration) string {
 	type key struct{ tid, what string }
 	counts := map[key]int{}
+	exits := map[string]int{}      // kvm_exit events per thread
+	npfGPA := map[key]string{}     // the GPA of the last NPF exit per thread and RIP
+	injectedPF := map[string]int{} // #PF injections per thread
 	var lines []string
 	for _, l := range strings.Split(raw, "\n") {
 		m := traceLine.FindStringSubmatch(l)
@@ -150,13 +153,26 @@ func summariseKVMTrace(raw string, window time.Duration) string {
 		}
 		lines = append(lines, l)
 		what := m[3]
-		if m[3] == "kvm_exit" {
-			// "vcpu 1 reason npf rip 0xffffffff81000000 info1 ..."
+		var gpa string
+		switch m[3] {
+		case "kvm_exit":
+			// "vcpu 1 reason npf rip 0xffffffff81000000 info1 0x... info2 0x... ..."
+			exits[m[2]]++
 			f := strings.Fields(m[4])
 			for i := 0; i+1 < len(f); i++ {
-				if f[i] == "reason" || f[i] == "rip" {
+				switch f[i] {
+				case "reason", "rip":
 					what += " " + f[i] + " " + f[i+1]
+				case "info2":
+					gpa = f[i+1]
 				}
+			}
+			if strings.Contains(what, "reason npf ") {
+				npfGPA[key{m[2], what}] = gpa
+			}
+		case "kvm_inj_exception":
+			if strings.HasPrefix(m[4], "#PF") {
+				injectedPF[m[2]]++
 			}
 		}
 		counts[key{m[2], what}]++
@@ -180,12 +196,50 @@ func summariseKVMTrace(raw string, window time.Duration) string {
 		}
 		fmt.Fprintf(&b, "  tid %s %6d × %s\n", k.tid, counts[k], k.what)
 	}
+	// A vCPU whose every exit is a nested page fault at one RIP, each
+	// answered by injecting a #PF, is livelocked in L1's KVM: its page walk
+	// reads a guest-physical address outside RAM, KVM takes it for MMIO,
+	// cannot emulate the access and injects a #PF, whose own delivery
+	// walks the same tables. A real CPU would triple-fault instead.
+	for k, gpa := range npfGPA {
+		if n := counts[k]; n >= 100 && 10*n >= 9*exits[k.tid] && 10*injectedPF[k.tid] >= 9*n {
+			fmt.Fprintf(&b, "diagnosis: tid %s livelocked in L1's KVM: %d nested page faults (%s) on guest-physical %s, outside guest RAM, each injected back as a #PF that faults again\n",
+				k.tid, n, strings.TrimPrefix(k.what, "kvm_exit "), gpa)
+		}
+	}
 	if n := len(lines); n > 40 {
 		lines = lines[n-40:]
 	}
 	b.WriteString("last events:\n")
 	for _, l := range lines {
 		b.WriteString("  " + strings.TrimSpace(l) + "\n")
+	}
+	return b.String()
+}
+
+// monitorsStallReport is stallReport for every boxd monitor ("boxd vmm")
+// running now, for a test that timed out waiting on a guest: in the nested
+// harness the guests run one test at a time, so these are the test's own.
+func monitorsStallReport() string {
+	var b strings.Builder
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+		if len(argv) < 2 || filepath.Base(argv[0]) != "boxd" || argv[1] != "vmm" {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&b, "--- monitor %d: %s\n%s", pid, strings.Join(argv, " "), stallReport(pid))
+	}
+	if b.Len() == 0 {
+		return "no boxd monitor is running\n"
 	}
 	return b.String()
 }
