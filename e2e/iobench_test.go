@@ -225,18 +225,22 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 			}
 			// A run that breaks is reported in full and tried again (up to
 			// twice) so the comparison still gets its samples. A broken
-			// boxd run fails the benchmark; QEMU's guest sometimes resets
-			// itself in L1 (a silent exit 0 mid-run), which is logged only.
+			// boxd run fails the benchmark, unless its report shows the
+			// nested harness's own fault (docs/iobench.md, "Stalls and
+			// resets"), which both monitors' guests hit: that is logged
+			// only, like QEMU's guest resetting itself (a silent exit 0).
 			for try := 0; try < 3; try++ {
 				s, err := ib.run(who, tap, argv)
 				if err == nil {
 					samples[who] = append(samples[who], s)
 					break
 				}
-				if who == "boxd" {
+				harness := strings.Contains(err.Error(), "livelocked in L1's KVM") ||
+					strings.Contains(err.Error(), "triple fault at rip 0xfff0")
+				if who == "boxd" && !harness {
 					failed++
 				}
-				ib.logf("run %d %s (try %d) FAILED: %v", i+1, who, try+1, err)
+				ib.logf("run %d %s (try %d) FAILED (nested-harness fault: %v): %v", i+1, who, try+1, harness, err)
 			}
 		}
 	}
