@@ -176,7 +176,9 @@ func ioThreadTimes(pid int) map[string]time.Duration {
 	m := map[string]time.Duration{}
 	for _, t := range tasks {
 		tid, _ := strconv.Atoi(filepath.Base(t))
-		m[filepath.Base(t)] = ioCPUTimeOf(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+		comm, _ := os.ReadFile(filepath.Join(t, "comm"))
+		key := fmt.Sprintf("%s/%d", strings.TrimSpace(string(comm)), tid)
+		m[key] = ioCPUTimeOf(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
 	}
 	return m
 }

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/boxd-dev/boxd/internal/threadname"
 	"github.com/boxd-dev/boxd/virtio"
 	"github.com/boxd-dev/boxd/virtio/internal/eventfd"
 	"github.com/boxd-dev/boxd/virtio/queue"
@@ -227,6 +228,9 @@ type worker struct {
 
 func (w *worker) run(done chan struct{}) {
 	defer close(done)
+	// Its own named thread: it sleeps only in poll, and the thread's CPU
+	// time is then the device's (top -H, /proc/PID/task).
+	defer threadname.Lock("virtio-blk")()
 	fds := []unix.PollFd{{Fd: int32(w.d.waker.Fd()), Events: unix.POLLIN}}
 	if w.d.kickfd >= 0 {
 		fds = append(fds, unix.PollFd{Fd: int32(w.d.kickfd), Events: unix.POLLIN})

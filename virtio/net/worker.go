@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/boxd-dev/boxd/internal/threadname"
 	"github.com/boxd-dev/boxd/virtio"
 	"github.com/boxd-dev/boxd/virtio/internal/eventfd"
 	"github.com/boxd-dev/boxd/virtio/queue"
@@ -65,6 +66,9 @@ func newWorker(d *Device, mem virtio.Memory, rx, tx *queue.Queue, features uint6
 // writable while a transmit is blocked.
 func (w *worker) run() {
 	defer close(w.done)
+	// Its own named thread: it sleeps only in epoll_wait, and the thread's
+	// CPU time is then the device's (top -H, /proc/PID/task).
+	defer threadname.Lock("virtio-net")()
 	var events [4]unix.EpollEvent
 	for !w.stop.Load() {
 		more := w.pass()

@@ -3,10 +3,10 @@ package vcpu
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
+	"github.com/boxd-dev/boxd/internal/threadname"
 	"github.com/boxd-dev/boxd/vmm/kvm"
 )
 
@@ -95,10 +95,9 @@ func New(k *kvm.VCPU, pio, mmio Bus) *VCPU {
 func (v *VCPU) KVM() *kvm.VCPU { return v.k }
 
 // Run runs the vCPU until it stops. It locks the calling goroutine to its OS
-// thread for the duration.
+// thread for the duration and names the thread "vcpuN".
 func (v *VCPU) Run() Stop {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	defer threadname.Lock(fmt.Sprintf("vcpu%d", v.k.ID()))()
 	v.k.BindThread()
 	for {
 		switch ctl(v.wantA.Load()) {
