@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -129,6 +130,19 @@ type bootMark struct {
 
 func runVMM(cmd *cobra.Command, f vmmFlags) error {
 	stderr := cmd.ErrOrStderr()
+	if path := os.Getenv("BOXD_CPUPROFILE"); path != "" {
+		// For finding where a monitor spends its CPU (docs/iobench.md):
+		// a pprof CPU profile of the whole run, written at exit.
+		pf, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("BOXD_CPUPROFILE: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("BOXD_CPUPROFILE: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var console io.Writer = cmd.OutOrStdout()
 	interactive := f.console == "-"
 	if !interactive {

@@ -266,6 +266,16 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 	}
 }
 
+// ioNextWorkload returns the workload that follows name, or "".
+func ioNextWorkload(name string) string {
+	for i, w := range ioWorkloads[:len(ioWorkloads)-1] {
+		if w.name == name {
+			return ioWorkloads[i+1].name
+		}
+	}
+	return ""
+}
+
 // ioMedians returns the median value and median p99 of workload over the
 // samples that have it, and how many do.
 func ioMedians(ss []ioSample, workload string) (value, p99 float64, n int) {
@@ -407,6 +417,19 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 					return s, fail(err)
 				}
 				s[name] = m
+				if next := ioNextWorkload(name); next != "" && os.Getenv("BOXD_IOBENCH_TRACE") == next {
+					// What the monitor's threads do in KVM early in the
+					// next phase: exits by reason, interrupts, halts.
+					var tids []int
+					for key := range ioThreadTimes(vm.cmd.Process.Pid) {
+						if _, t, ok := strings.Cut(key, "/"); ok {
+							if tid, err := strconv.Atoi(t); err == nil {
+								tids = append(tids, tid)
+							}
+						}
+					}
+					ib.logf("%s %s kvm trace:\n%s", who, next, kvmTrace(tids, 300*time.Millisecond))
+				}
 
 			}
 		}

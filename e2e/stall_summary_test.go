@@ -25,6 +25,7 @@ func TestSummariseKVMTrace(t *testing.T) {
 		"tid 203      2 × kvm_exit reason npf rip 0xffffffff81001000",
 		"tid 203      1 × kvm_entry",
 		"tid 204      1 × kvm_apic_accept_irq",
+		"tid 203 exits 2: npf 2",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("summary lacks %q:\n%s", want, got)

@@ -143,6 +143,7 @@ func summariseKVMTrace(raw string, window time.Duration) string {
 	type key struct{ tid, what string }
 	counts := map[key]int{}
 	exits := map[string]int{}      // kvm_exit events per thread
+	reasons := map[key]int{}       // kvm_exit events per thread and reason
 	npfGPA := map[key]string{}     // the GPA of the last NPF exit per thread and RIP
 	injectedPF := map[string]int{} // #PF injections per thread
 	var lines []string
@@ -163,6 +164,9 @@ func summariseKVMTrace(raw string, window time.Duration) string {
 				switch f[i] {
 				case "reason", "rip":
 					what += " " + f[i] + " " + f[i+1]
+					if f[i] == "reason" {
+						reasons[key{m[2], f[i+1]}]++
+					}
 				case "info2":
 					gpa = f[i+1]
 				}
@@ -189,6 +193,25 @@ func summariseKVMTrace(raw string, window time.Duration) string {
 		}
 		return counts[keys[i]] > counts[keys[j]]
 	})
+	var tids []string
+	for t := range exits {
+		tids = append(tids, t)
+	}
+	sort.Strings(tids)
+	for _, t := range tids {
+		var rs []key
+		for k := range reasons {
+			if k.tid == t {
+				rs = append(rs, k)
+			}
+		}
+		sort.Slice(rs, func(i, j int) bool { return reasons[rs[i]] > reasons[rs[j]] })
+		var parts []string
+		for _, k := range rs {
+			parts = append(parts, fmt.Sprintf("%s %d", k.what, reasons[k]))
+		}
+		fmt.Fprintf(&b, "  tid %s exits %d: %s\n", t, exits[t], strings.Join(parts, ", "))
+	}
 	shown := map[string]int{}
 	for _, k := range keys {
 		if shown[k.tid]++; shown[k.tid] > 12 {
