@@ -19,13 +19,15 @@ import (
 )
 
 // The workloads BenchmarkIOvsQEMU compares, in the order the guest runs
-// them, with the unit guesttool prints.
+// them, with the unit guesttool prints. The network goes first: the nested
+// harness's guest fault (docs/iobench.md) strikes mostly as the random
+// reads start, and what was measured before it is kept.
 var ioWorkloads = []struct{ name, unit string }{
+	{"nettx", "MBps"},
+	{"netrx", "MBps"},
 	{"seqwrite", "MBps"},
 	{"seqread", "MBps"},
 	{"randread", "IOPS"},
-	{"nettx", "MBps"},
-	{"netrx", "MBps"},
 }
 
 // Deadlines of one run. Each is a readiness check with a bound: a run that
@@ -91,9 +93,9 @@ mount -t devtmpfs dev /dev
 ip link set eth0 up
 ip addr add 10.0.0.2/24 dev eth0
 echo IO-READY
-%[1]s disk-bench /dev/vda %[4]d %[5]d || echo "IO-FAIL disk-bench $?"
 %[1]s tcp-bench 10.0.0.1:5000 %[2]d || echo "IO-FAIL tcp-bench $?"
 %[1]s tcp-sink 10.0.0.2:5001 || echo "IO-FAIL tcp-sink $?"
+%[1]s disk-bench /dev/vda %[4]d %[5]d || echo "IO-FAIL disk-bench $?"
 s=/sys/class/net/eth0/statistics
 echo "IO-INFO eth0 tx_packets $(cat $s/tx_packets) tx_bytes $(cat $s/tx_bytes) rx_packets $(cat $s/rx_packets) rx_bytes $(cat $s/rx_bytes)"
 grep virtio /proc/interrupts | tr -s ' ' | sed 's/^/IO-INFO irq /'
@@ -229,10 +231,16 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 			// nested harness's own fault (docs/iobench.md, "Stalls and
 			// resets"), which both monitors' guests hit: that is logged
 			// only, like QEMU's guest resetting itself (a silent exit 0).
-			for try := 0; try < 3; try++ {
+			// When every try breaks on the harness's fault, the results
+			// the longest try printed before it still count: each was
+			// measured whole.
+			var partial ioSample
+			ok := false
+			for try := 0; try < 3 && !ok; try++ {
 				s, err := ib.run(who, tap, argv)
 				if err == nil {
 					samples[who] = append(samples[who], s)
+					ok = true
 					break
 				}
 				harness := strings.Contains(err.Error(), "livelocked in L1's KVM") ||
@@ -240,7 +248,14 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 				if who == "boxd" && !harness {
 					failed++
 				}
+				if harness && len(s) > len(partial) {
+					partial = s
+				}
 				ib.logf("run %d %s (try %d) FAILED (nested-harness fault: %v): %v", i+1, who, try+1, harness, err)
+			}
+			if !ok && len(partial) > 0 {
+				ib.logf("run %d %s: keeping the %d results measured before the harness fault", i+1, who, len(partial))
+				samples[who] = append(samples[who], partial)
 			}
 		}
 	}
@@ -366,6 +381,24 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	if _, err := vm.waitFor("IO-READY", ioBootDeadline); err != nil {
 		return s, fail(fmt.Errorf("boot: %w", err))
 	}
+	// traceIf records what the monitor's threads do in KVM early in
+	// workload (exits by reason, interrupts, halts) if BOXD_IOBENCH_TRACE
+	// names it; it is called as the workload starts.
+	traceIf := func(workload string) {
+		if workload == "" || os.Getenv("BOXD_IOBENCH_TRACE") != workload {
+			return
+		}
+		var tids []int
+		for key := range ioThreadTimes(vm.cmd.Process.Pid) {
+			if _, t, ok := strings.Cut(key, "/"); ok {
+				if tid, err := strconv.Atoi(t); err == nil {
+					tids = append(tids, tid)
+				}
+			}
+		}
+		ib.logf("%s %s kvm trace:\n%s", who, workload, kvmTrace(tids, 300*time.Millisecond))
+	}
+	traceIf(ioWorkloads[0].name)
 	// The monitor's CPU time per workload (user+system, all its threads):
 	// what it costs L1 to move the bytes, beside how fast they moved.
 	lastCPU, lastThreads := ioCPUTime(vm.cmd.Process.Pid), ioThreadTimes(vm.cmd.Process.Pid)
@@ -417,19 +450,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 					return s, fail(err)
 				}
 				s[name] = m
-				if next := ioNextWorkload(name); next != "" && os.Getenv("BOXD_IOBENCH_TRACE") == next {
-					// What the monitor's threads do in KVM early in the
-					// next phase: exits by reason, interrupts, halts.
-					var tids []int
-					for key := range ioThreadTimes(vm.cmd.Process.Pid) {
-						if _, t, ok := strings.Cut(key, "/"); ok {
-							if tid, err := strconv.Atoi(t); err == nil {
-								tids = append(tids, tid)
-							}
-						}
-					}
-					ib.logf("%s %s kvm trace:\n%s", who, next, kvmTrace(tids, 300*time.Millisecond))
-				}
+				traceIf(ioNextWorkload(name))
 
 			}
 		}
