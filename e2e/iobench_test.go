@@ -396,7 +396,8 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 				}
 			}
 		}
-		ib.logf("%s %s kvm trace:\n%s", who, workload, kvmTrace(tids, 300*time.Millisecond))
+		ib.logf("%s %s kvm trace:\n%s%s", who, workload, kvmTrace(tids, 300*time.Millisecond),
+			syscallSamples(vm.cmd.Process.Pid, 200, time.Millisecond))
 	}
 	traceIf(ioWorkloads[0].name)
 	// The monitor's CPU time per workload (user+system, all its threads):

@@ -266,3 +266,41 @@ func monitorsStallReport() string {
 	}
 	return b.String()
 }
+
+// syscallSamples samples, n times at the given interval, which system call
+// each thread of process pid is in (/proc/PID/task/TID/syscall: its number,
+// or "running" in user space), and summarises per thread: a thread that
+// burns CPU shows where (nanosleep for the Go runtime's sysmon, futex for
+// its scheduler, epoll_wait or ioctl for a device or vCPU).
+func syscallSamples(pid, n int, interval time.Duration) string {
+	counts := map[string]map[string]int{}
+	for range n {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+		for _, t := range tasks {
+			comm, _ := os.ReadFile(filepath.Join(t, "comm"))
+			name := strings.TrimSpace(string(comm)) + "/" + filepath.Base(t)
+			nr, _, _ := strings.Cut(firstLine(filepath.Join(t, "syscall")), " ")
+			if counts[name] == nil {
+				counts[name] = map[string]int{}
+			}
+			counts[name][nr]++
+		}
+		time.Sleep(interval) // the sampling period
+	}
+	names := make([]string, 0, len(counts))
+	for k := range counts {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	fmt.Fprintf(&b, "syscall samples (%d × %v; number or running):\n", n, interval)
+	for _, k := range names {
+		var parts []string
+		for nr, c := range counts[k] {
+			parts = append(parts, fmt.Sprintf("%s×%d", nr, c))
+		}
+		sort.Strings(parts)
+		fmt.Fprintf(&b, "  %-18s %s\n", k, strings.Join(parts, " "))
+	}
+	return b.String()
+}
