@@ -396,7 +396,9 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 				}
 			}
 		}
-		ib.logf("%s %s kvm trace:\n%s%s", who, workload, kvmTrace(tids, 300*time.Millisecond),
+		// perf first: the phase may be over by the time the rest is done.
+		prof := perfProfile(vm.cmd.Process.Pid, 500*time.Millisecond)
+		ib.logf("%s %s kvm trace:\n%s%s%s", who, workload, prof, kvmTrace(tids, 300*time.Millisecond),
 			syscallSamples(vm.cmd.Process.Pid, 200, time.Millisecond))
 	}
 	traceIf(ioWorkloads[0].name)

@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -301,6 +302,39 @@ func syscallSamples(pid, n int, interval time.Duration) string {
 		}
 		sort.Strings(parts)
 		fmt.Fprintf(&b, "  %-18s %s\n", k, strings.Join(parts, " "))
+	}
+	return b.String()
+}
+
+// perfProfile samples process pid's threads with perf (software cpu-clock:
+// L1 has no PMU) for window and returns the hottest thread/symbol pairs,
+// user and kernel alike; "" with a reason when perf is missing or fails.
+func perfProfile(pid int, window time.Duration) string {
+	if _, err := exec.LookPath("perf"); err != nil {
+		return "perf: not installed\n"
+	}
+	dir, err := os.MkdirTemp("", "perf")
+	if err != nil {
+		return fmt.Sprintf("perf: %v\n", err)
+	}
+	defer os.RemoveAll(dir)
+	data := filepath.Join(dir, "perf.data")
+	rec := exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-p", strconv.Itoa(pid), "-o", data,
+		"--", "sleep", fmt.Sprint(window.Seconds()))
+	if out, err := rec.CombinedOutput(); err != nil {
+		return fmt.Sprintf("perf record: %v: %s\n", err, out)
+	}
+	out, err := exec.Command("perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "pid,sym",
+		"--percent-limit", "1").CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("perf report: %v: %s\n", err, out)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "perf over %v (thread, symbol, share of samples ≥ 1%%):\n", window)
+	for _, l := range strings.Split(string(out), "\n") {
+		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
+			b.WriteString("  " + t + "\n")
+		}
 	}
 	return b.String()
 }
