@@ -203,7 +203,9 @@ func startVMM(t testing.TB, prefix []string, args ...string) *liveVMM {
 	if err := v.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	read := make(chan struct{}) // closed at the console's EOF
 	go func() {
+		defer close(read)
 		defer close(v.lines)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -220,7 +222,14 @@ func startVMM(t testing.TB, prefix []string, args ...string) *liveVMM {
 		v.cmd.Process.Kill()
 		<-v.done
 	})
-	go func() { v.cmd.Wait(); close(v.done) }()
+	go func() {
+		// Wait closes the pipe: only once every console line is read (the
+		// last ones, such as E2E-STATUS, were lost when it raced the
+		// reader).
+		<-read
+		v.cmd.Wait()
+		close(v.done)
+	}()
 	return v
 }
 
