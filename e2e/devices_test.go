@@ -250,10 +250,15 @@ wait $S`, tool, streams, size)), tool); err != nil {
 	}
 	wg.Wait()
 	close(errs)
+	failed := false
 	for err := range errs {
 		if err != nil {
+			failed = true
 			t.Error(err)
 		}
+	}
+	if failed {
+		t.Fatalf("host-to-guest streams failed\nconsole:\n%s\n%s", v.console(), stallReport(v.cmd.Process.Pid))
 	}
 	status := v.wait(t, 5*time.Minute)
 	console := v.console()
@@ -288,6 +293,9 @@ func hostStream(sock string, port, size, i int) error {
 		return err
 	}
 	defer c.Close()
+	// 10 MB takes seconds; a stream stuck for minutes fails the test (with
+	// what the monitor was doing) instead of hanging it.
+	c.SetDeadline(time.Now().Add(3 * time.Minute))
 	fmt.Fprintf(c, "CONNECT %d\n", port)
 	br := bufio.NewReader(c)
 	ok, err := br.ReadString('\n')
