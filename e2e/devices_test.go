@@ -258,12 +258,12 @@ wait $S`, tool, streams, size)), tool); err != nil {
 		}
 	}
 	if failed {
-		t.Fatalf("host-to-guest streams failed\nconsole:\n%s\n%s", v.console(), stallReport(v.cmd.Process.Pid))
+		t.Fatalf("host-to-guest streams failed\nconsole:\n%s\n%s\nmonitor stderr:\n%s", v.console(), stallReport(v.cmd.Process.Pid), v.stderr.String())
 	}
 	status := v.wait(t, 5*time.Minute)
 	console := v.console()
 	if status != 0 || one(t, console, "E2E-STATUS") != "0" {
-		t.Fatalf("guest failed (monitor status %d)\nconsole:\n%s", status, console)
+		t.Fatalf("guest failed (monitor status %d)\nconsole:\n%s\nstderr:\n%s", status, console, v.stderr.String())
 	}
 	sent := map[string]bool{}
 	for _, m := range marks(console, "E2E-SENT sha256 ") {
