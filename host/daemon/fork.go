@@ -12,6 +12,7 @@ import (
 	"github.com/boxd-dev/boxd/host/api"
 	"github.com/boxd-dev/boxd/host/quota"
 	"github.com/boxd-dev/boxd/host/store"
+	"github.com/boxd-dev/boxd/host/supervisor"
 	"github.com/boxd-dev/boxd/vmm/control"
 )
 
@@ -328,7 +329,7 @@ func (d *Daemon) startCopy(ctx context.Context, j *forkJob, snap, kind string, s
 	t1 := time.Now()
 	if kind != store.OriginClone {
 		if err := d.fixup(ctx, c, vm, true); err != nil {
-			j.err = api.Errorf(api.CodeUnavailable, "fork %q: the guest refused its fix-ups: %v", vm.Name, err)
+			j.err = d.copyFailed(vm, fmt.Sprintf("the guest refused its fix-ups: %v", err))
 			return
 		}
 	}
@@ -336,7 +337,7 @@ func (d *Daemon) startCopy(ctx context.Context, j *forkJob, snap, kind string, s
 	t2 := time.Now()
 	f, err := d.cfg.Probe(ctx, c, vm.Dir)
 	if err != nil {
-		j.err = api.Errorf(api.CodeUnavailable, "fork %q: could not check the guest: %v", vm.Name, err)
+		j.err = d.copyFailed(vm, fmt.Sprintf("could not check the guest: %v", err))
 		return
 	}
 	j.facts = f
@@ -370,4 +371,26 @@ func checkDistinct(source, parentRandom string, jobs []*forkJob) {
 				WithHint("the copy was destroyed: its entropy was not reseeded")
 		}
 	}
+}
+
+// copyFailed explains a copy whose guest stopped answering during its
+// fix-ups or checks: it stops the copy's monitor (if it has not ended by
+// itself) and quotes how it ended and how its log and console end. The
+// copy is destroyed afterwards, so the error is where the reason survives
+// (a guest that crashed reads "exec: EOF" to the agent, nothing more).
+func (d *Daemon) copyFailed(vm store.VM, what string) error {
+	sctx, cancel := context.WithTimeout(context.Background(), d.cfg.StopTimeout)
+	defer cancel()
+	d.sup.Stop(sctx, vm.ID) // ErrGone if it ended by itself
+	why := what
+	if r, err := supervisor.ReadResult(resultPath(vm)); err == nil {
+		why += fmt.Sprintf("; its monitor ended: %s (%s), exit status %d", r.Result, r.Detail, r.ExitStatus)
+	}
+	if t := tail(monitorLog(vm), 8, 8192); t != "" {
+		why += "; monitor log ends: " + t
+	}
+	if t := tail(consolePath(vm), 8, 2048); t != "" {
+		why += "; console ends: " + t
+	}
+	return api.Errorf(api.CodeUnavailable, "fork %q: %s", vm.Name, why)
 }
