@@ -52,6 +52,16 @@ type env struct {
 
 func newEnv(t testing.TB, size int64, cfg blk.Config, features uint64) *env {
 	t.Helper()
+	path, f := sparseDisk(t, size, cfg.ReadOnly)
+	be := &syncCounter{File: f}
+	e := newEnvOn(t, be, cfg, features)
+	e.path, e.be = path, be
+	return e
+}
+
+// sparseDisk creates a sparse disk file of size bytes and opens it.
+func sparseDisk(t testing.TB, size int64, readOnly bool) (string, *blk.File) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -59,14 +69,11 @@ func newEnv(t testing.TB, size int64, cfg blk.Config, features uint64) *env {
 	if err := os.Truncate(path, size); err != nil {
 		t.Fatal(err)
 	}
-	f, err := blk.OpenFile(path, cfg.ReadOnly)
+	f, err := blk.OpenFile(path, readOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
-	be := &syncCounter{File: f}
-	e := newEnvOn(t, be, cfg, features)
-	e.path, e.be = path, be
-	return e
+	return path, f
 }
 
 // newEnvOn is newEnv over any backend.

@@ -1,8 +1,6 @@
 package blk_test
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -23,17 +21,7 @@ func newKickFDEnv(t *testing.T) (*env, int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(kick) })
-	path := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	f, err := blk.OpenFile(path, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, f := sparseDisk(t, 1<<20, false)
 	e := newEnvSetup(t, f, blk.Config{}, allFeatures, func(d *blk.Device) {
 		if err := d.UseKickFDs([]int{kick}); err != nil {
 			t.Fatal(err)
