@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/boxd-dev/boxd/internal/sysmon"
 	"github.com/boxd-dev/boxd/vmm/control"
 	"github.com/boxd-dev/boxd/vmm/machine"
 )
@@ -143,6 +144,7 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	relaxSysmon(stderr)
 	var console io.Writer = cmd.OutOrStdout()
 	interactive := f.console == "-"
 	if !interactive {
@@ -292,6 +294,32 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 }
 
 // writeResult writes --result-json (nothing when path is empty).
+// relaxSysmon gives the Go runtime's sysmon thread a timer slack in the
+// background (internal/sysmon), so its wakes, thousands a second while
+// vCPU and device threads go in and out of syscalls, coalesce. The
+// environment variable BOXD_SYSMON_SLACK sets the slack (a Go duration)
+// or turns this off ("off"), for measuring it (docs/iobench.md).
+func relaxSysmon(stderr io.Writer) {
+	slack := sysmon.DefaultSlack
+	switch v := os.Getenv("BOXD_SYSMON_SLACK"); v {
+	case "":
+	case "off":
+		return
+	default:
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			fmt.Fprintf(stderr, "boxd vmm: BOXD_SYSMON_SLACK=%q is not a positive duration (like 1ms) or \"off\": using %v\n", v, slack)
+		} else {
+			slack = d
+		}
+	}
+	go func() {
+		if _, err := sysmon.Relax(slack); err != nil {
+			fmt.Fprintf(stderr, "boxd vmm: runtime monitor thread left as it was: %v\n", err)
+		}
+	}()
+}
+
 func writeResult(path string, res vmmResult) error {
 	if path == "" {
 		return nil
