@@ -202,6 +202,9 @@ func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds())
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
 	return s[len(s)/2]
 }
 

@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -170,35 +171,107 @@ func ioCPUTimeOf(path string) time.Duration {
 	return time.Duration(u+st) * 10 * time.Millisecond
 }
 
-// ioThreadTimes returns the CPU time of each thread of pid, by thread ID.
-func ioThreadTimes(pid int) map[string]time.Duration {
+// ioThread is what one thread had used at a moment: CPU time and context
+// switches (voluntary and not). A thread that switches far more often than
+// its CPU time suggests is being woken for little work: the cost of that in
+// L1 is the interrupts and IPIs, not the CPU it shows.
+type ioThread struct {
+	cpu      time.Duration
+	switches int64
+}
+
+// ioThreadTimes returns what each thread of pid has used, by "comm/tid".
+func ioThreadTimes(pid int) map[string]ioThread {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
-	m := map[string]time.Duration{}
+	m := map[string]ioThread{}
 	for _, t := range tasks {
 		tid, _ := strconv.Atoi(filepath.Base(t))
 		comm, _ := os.ReadFile(filepath.Join(t, "comm"))
 		key := fmt.Sprintf("%s/%d", strings.TrimSpace(string(comm)), tid)
-		m[key] = ioCPUTimeOf(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+		m[key] = ioThread{
+			cpu:      ioCPUTimeOf(filepath.Join(t, "stat")),
+			switches: ioSwitchesOf(filepath.Join(t, "status")),
+		}
 	}
 	return m
 }
 
+// ioSwitchesOf sums voluntary_ctxt_switches and nonvoluntary_ctxt_switches
+// from a /proc status file (0 if it cannot be read).
+func ioSwitchesOf(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if ok && strings.HasSuffix(k, "voluntary_ctxt_switches") {
+			c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			n += c
+		}
+	}
+	return n
+}
+
 // ioBusiest formats the n threads that used the most CPU between two
-// ioThreadTimes, as "comm/tid=time": it tells vCPU threads (which carry the
-// guest's own time) from the monitor's device and runtime threads.
-func ioBusiest(before, after map[string]time.Duration, n int) string {
+// ioThreadTimes, as "comm/tid=time/switches": it tells vCPU threads (which
+// carry the guest's own time) from the monitor's device and runtime
+// threads, and shows which of them are woken most.
+func ioBusiest(before, after map[string]ioThread, n int) string {
 	type tc struct {
 		tid string
-		d   time.Duration
+		d   ioThread
 	}
 	var ts []tc
-	for tid, d := range after {
-		ts = append(ts, tc{tid, d - before[tid]})
+	for tid, a := range after {
+		b := before[tid]
+		ts = append(ts, tc{tid, ioThread{a.cpu - b.cpu, a.switches - b.switches}})
 	}
-	slices.SortFunc(ts, func(a, b tc) int { return int(b.d - a.d) })
+	slices.SortFunc(ts, func(a, b tc) int { return cmp.Or(int(b.d.cpu-a.d.cpu), int(b.d.switches-a.d.switches)) })
 	var parts []string
 	for _, t := range ts[:min(n, len(ts))] {
-		parts = append(parts, fmt.Sprintf("%s=%v", t.tid, t.d))
+		parts = append(parts, fmt.Sprintf("%s=%v/%dsw", t.tid, t.d.cpu, t.d.switches))
 	}
 	return fmt.Sprintf("%s of %d", strings.Join(parts, " "), len(ts))
+}
+
+// ioSystem returns L1-wide counters from /proc/stat and /proc/interrupts:
+// context switches (ctxt), local timer interrupts (LOC) and rescheduling
+// IPIs (RES), summed over CPUs. Their change over a workload says how
+// much waking a monitor causes beyond its own threads.
+func ioSystem() map[string]int64 {
+	m := map[string]int64{}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == "ctxt" {
+				m["ctxt"], _ = strconv.ParseInt(f[1], 10, 64)
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/interrupts"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 2 || (f[0] != "LOC:" && f[0] != "RES:" && f[0] != "CAL:") {
+				continue
+			}
+			for _, c := range f[1:] {
+				v, err := strconv.ParseInt(c, 10, 64)
+				if err != nil {
+					break
+				}
+				m[strings.TrimSuffix(f[0], ":")] += v
+			}
+		}
+	}
+	return m
+}
+
+// ioSystemDelta formats the change of ioSystem's counters.
+func ioSystemDelta(before, after map[string]int64) string {
+	var parts []string
+	for _, k := range []string{"ctxt", "LOC", "RES", "CAL"} {
+		parts = append(parts, fmt.Sprintf("%s %d", k, after[k]-before[k]))
+	}
+	return strings.Join(parts, " ")
 }

@@ -214,8 +214,10 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 		}
 	}
 	samples := map[string][]ioSample{}
+	byRun := make([]map[string]ioSample, runs) // the same samples, per pair of runs
 	failed := 0
 	for i := range runs {
+		byRun[i] = map[string]ioSample{}
 		order := []string{"boxd", "qemu"}
 		if i%2 == 1 {
 			order = []string{"qemu", "boxd"}
@@ -240,6 +242,7 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 				s, err := ib.run(who, tap, argv)
 				if err == nil {
 					samples[who] = append(samples[who], s)
+					byRun[i][who] = s
 					ok = true
 					break
 				}
@@ -256,6 +259,7 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 			if !ok && len(partial) > 0 {
 				ib.logf("run %d %s: keeping the %d results measured before the harness fault", i+1, who, len(partial))
 				samples[who] = append(samples[who], partial)
+				byRun[i][who] = partial
 			}
 		}
 	}
@@ -272,13 +276,36 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 		if bp > 0 && qp > 0 {
 			p99 = fmt.Sprintf("  p99 boxd %6.0fus qemu %6.0fus", bp, qp)
 		}
-		ib.logf("%-9s boxd %8.1f  qemu %8.1f %-4s  ratio %.2f (target >= 0.8, n=%d/%d)%s",
-			w.name, bv, qv, w.unit, bv/qv, bn, qn, p99)
+		ib.logf("%-9s boxd %8.1f  qemu %8.1f %-4s  ratio %.2f (target >= 0.8, n=%d/%d)%s%s",
+			w.name, bv, qv, w.unit, bv/qv, bn, qn, p99, ioPairRatios(byRun, w.name))
 		b.ReportMetric(bv/qv, w.name+"-ratio")
 	}
 	if failed > 0 {
 		b.Errorf("%d boxd runs failed (see the FAILED lines above)", failed)
 	}
+}
+
+// ioPairRatios formats, for workload, the boxd/QEMU ratio within each pair
+// of runs that has both (the two ran back to back, so a drift in L1's load
+// hits them alike) and their median: the spread shows how much one ratio
+// can be trusted on this machine.
+func ioPairRatios(byRun []map[string]ioSample, workload string) string {
+	var rs []float64
+	for _, pair := range byRun {
+		b, okb := pair["boxd"][workload]
+		q, okq := pair["qemu"][workload]
+		if okb && okq && q.value > 0 {
+			rs = append(rs, b.value/q.value)
+		}
+	}
+	if len(rs) < 2 {
+		return ""
+	}
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%.2f", r)
+	}
+	return fmt.Sprintf("  pairs %s (median %.2f)", strings.Join(parts, " "), median(rs))
 }
 
 // ioNextWorkload returns the workload that follows name, or "".
@@ -404,7 +431,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 	traceIf(ioWorkloads[0].name)
 	// The monitor's CPU time per workload (user+system, all its threads):
 	// what it costs L1 to move the bytes, beside how fast they moved.
-	lastCPU, lastThreads := ioCPUTime(vm.cmd.Process.Pid), ioThreadTimes(vm.cmd.Process.Pid)
+	lastCPU, lastThreads, lastSys := ioCPUTime(vm.cmd.Process.Pid), ioThreadTimes(vm.cmd.Process.Pid), ioSystem()
 	lastLine := time.Now() // host time of the line that started the current phase
 
 	var sender *ioProc
@@ -445,10 +472,10 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 			if name, m, ok := parseIOLine(rest); ok {
 				host := time.Since(lastLine)
 				lastLine = time.Now()
-				cpu, threads := ioCPUTime(vm.cmd.Process.Pid), ioThreadTimes(vm.cmd.Process.Pid)
-				ib.logf("%s %s %.1f p99us %.0f host-seen %v monitor-cpu %v (busiest threads %s)", who, name, m.value, m.p99us,
-					host.Round(time.Millisecond), cpu-lastCPU, ioBusiest(lastThreads, threads, 4))
-				lastCPU, lastThreads = cpu, threads
+				cpu, threads, sys := ioCPUTime(vm.cmd.Process.Pid), ioThreadTimes(vm.cmd.Process.Pid), ioSystem()
+				ib.logf("%s %s %.1f p99us %.0f host-seen %v monitor-cpu %v (busiest threads %s; L1 %s)", who, name, m.value, m.p99us,
+					host.Round(time.Millisecond), cpu-lastCPU, ioBusiest(lastThreads, threads, 5), ioSystemDelta(lastSys, sys))
+				lastCPU, lastThreads, lastSys = cpu, threads, sys
 				if err := ioCheckClock(name, m, host); err != nil {
 					return s, fail(err)
 				}
