@@ -14,6 +14,12 @@
 // those wakes coalesce while the runtime's behaviour stays the same:
 // sysmon's duties (retaking Ps, preempting goroutines that run over 10 ms,
 // polling the network when nobody does) only come later by up to the slack.
+// Threads sysmon starts (it may start an M to run a P it retook) inherit the
+// slack, so a Go timer that such a thread waits for may fire up to the slack
+// late; a monitor's timers are connection timeouts of seconds.
+//
+// The thread keeps its name: a new name would be inherited the same way
+// and mislabel those threads in per-thread reports.
 package sysmon
 
 import (
@@ -29,10 +35,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Name is what Relax names the sysmon thread (comm), so per-thread reports
-// (top -H, /proc/PID/task/*/comm) tell it from the runtime's other threads.
-const Name = "go-sysmon"
-
 // DefaultSlack is the timer slack Relax gives sysmon when asked for 0.
 const DefaultSlack = time.Millisecond
 
@@ -40,8 +42,8 @@ const DefaultSlack = time.Millisecond
 // makes and the one sysmon's thread is nearly always in.
 const nanosleep = unix.SYS_NANOSLEEP
 
-// Relax finds the sysmon thread of this process, sets its timer slack to
-// slack (DefaultSlack if 0) and names it Name. It returns the thread's ID.
+// Relax finds the sysmon thread of this process and sets its timer slack
+// to slack (DefaultSlack if 0). It returns the thread's ID.
 //
 // sysmon is found as the one thread other than the caller that sits in
 // nanosleep. It sleeps there while any goroutine runs (when none does it
@@ -102,14 +104,11 @@ func sleeper(self int) (int, error) {
 	return found, nil
 }
 
-// set gives thread tid the timer slack and the name.
+// set gives thread tid the timer slack.
 func set(tid int, slack time.Duration) error {
 	path := fmt.Sprintf("/proc/%d/timerslack_ns", tid)
 	if err := os.WriteFile(path, []byte(strconv.FormatInt(slack.Nanoseconds(), 10)), 0); err != nil {
 		return fmt.Errorf("sysmon: set timer slack of thread %d: %w", tid, err)
 	}
-	// The name is for people reading reports; failing to set it changes
-	// nothing the runtime does.
-	_ = os.WriteFile(fmt.Sprintf("/proc/self/task/%d/comm", tid), []byte(Name), 0)
 	return nil
 }
