@@ -55,9 +55,6 @@ func TestSaveRestoreContinues(t *testing.T) {
 		t.Errorf("save → restore → save differs (%v)", err)
 	}
 	e.q.Notify = func() { virtiotest.WriteReg(tr, mmio.RegQueueNotify, 0) }
-	e.q.Ack = func() {
-		virtiotest.WriteReg(tr, mmio.RegInterruptACK, virtiotest.ReadReg(tr, mmio.RegInterruptStatus))
-	}
 	e.tr, e.irq, e.dev = tr, irq, dev
 	tr.Resume()
 	used, err := e.q.Wait(irq, 1, timeout)

@@ -120,11 +120,6 @@ type Stats struct {
 	DeviceFailures  atomic.Uint64 // Fail calls from the device
 	Interrupts      atomic.Uint64 // interrupts raised
 	InterruptErrors atomic.Uint64 // Interrupt.Trigger failures
-	// Signals whose cause bits were still unacknowledged in InterruptStatus:
-	// the interrupt already raised for them makes the driver look at every
-	// queue after its ACK, so no second one is raised (as a level-triggered
-	// line would not rise twice).
-	Coalesced atomic.Uint64
 }
 
 // Transport is one virtio-mmio device window. It implements the monitor's
@@ -145,11 +140,6 @@ type Transport struct {
 	generation atomic.Uint32 // ConfigGeneration
 	paused     atomic.Bool   // Pause: notifications are dropped until Resume; written only with mu held
 	lastErr    atomic.Pointer[error]
-
-	// raised: an interrupt went out for the bits in isr. False after a
-	// reset, a restore (the new irqchip may not hold it) or a failed
-	// Trigger, so the next Signal raises one whatever isr says.
-	raised atomic.Bool
 
 	mu         sync.Mutex // guards the register file below and device config/lifecycle calls
 	devFeatSel uint32
@@ -198,7 +188,6 @@ func (t *Transport) Err() error {
 func (t *Transport) resetRegisters() {
 	t.status.Store(0)
 	t.isr.Store(0)
-	t.raised.Store(false)
 	t.needsReset.Store(false)
 	t.active.Store(false)
 	t.devFeatSel, t.drvFeatSel, t.drvFeat, t.queueSel = 0, 0, 0, 0
@@ -220,13 +209,7 @@ func (t *Transport) Notify(q int) {
 }
 
 // Signal implements virtio.Transport: it records cause in InterruptStatus and
-// raises the interrupt, unless every bit of cause is still set from an
-// interrupt the driver has not acknowledged yet. Its handler reads
-// InterruptStatus, writes InterruptACK and only then looks at the queues
-// (virtio 1.2 §4.2.3.4), so it sees whatever was pushed before this
-// Signal. That is what a level-triggered line does, and it spares the
-// guest an interrupt (two MMIO exits and an EOI) for every used buffer
-// pushed while its handler was on the way.
+// raises the interrupt.
 func (t *Transport) Signal(cause uint32) error {
 	cause &= virtio.InterruptUsedBuffer | virtio.InterruptConfigChange
 	if cause == 0 {
@@ -235,17 +218,12 @@ func (t *Transport) Signal(cause uint32) error {
 	if cause&virtio.InterruptConfigChange != 0 {
 		t.generation.Add(1)
 	}
-	if old := t.isr.Or(cause); old&cause == cause && t.raised.Load() {
-		t.stats.Coalesced.Add(1)
-		return nil
-	}
+	t.isr.Or(cause)
 	t.stats.Interrupts.Add(1)
 	if err := t.irq.Trigger(); err != nil {
-		t.raised.Store(false)
 		t.stats.InterruptErrors.Add(1)
 		return fmt.Errorf("mmio: interrupt: %w", err)
 	}
-	t.raised.Store(true)
 	return nil
 }
 

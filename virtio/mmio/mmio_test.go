@@ -350,59 +350,9 @@ func TestConcurrentAccess(t *testing.T) {
 	}()
 	wg.Wait()
 	write(tr, mmio.RegStatus, 0)
-	st := tr.Stats()
-	if got := st.Interrupts.Load() + st.Coalesced.Load(); got != n {
-		t.Errorf("interrupts %d + coalesced %d, want %d", st.Interrupts.Load(), st.Coalesced.Load(), n)
+	if got := tr.Stats().Interrupts.Load(); got != n {
+		t.Errorf("interrupts = %d, want %d", got, n)
 	}
-}
-
-// TestInterruptCoalescing: a Signal whose bits the driver has not
-// acknowledged raises no second interrupt; one after the ACK does, as does
-// the first after a failed Trigger or a reset (after a restore:
-// TestRestoreRaisesNextInterrupt).
-func TestInterruptCoalescing(t *testing.T) {
-	tr, _, irq := newTransport(t, newFake())
-	signal := func(cause uint32) {
-		t.Helper()
-		if err := tr.Signal(cause); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want := func(what string, n int) {
-		t.Helper()
-		if got := irq.Count(); got != uint64(n) {
-			t.Fatalf("%s: %d interrupts raised, want %d", what, got, n)
-		}
-	}
-	signal(virtio.InterruptUsedBuffer)
-	want("first signal", 1)
-	signal(virtio.InterruptUsedBuffer)
-	signal(virtio.InterruptUsedBuffer)
-	want("signals before the ACK", 1)
-	if got := tr.Stats().Coalesced.Load(); got != 2 {
-		t.Errorf("coalesced = %d, want 2", got)
-	}
-	signal(virtio.InterruptConfigChange) // a new bit: the driver must hear of it
-	want("config change before the ACK", 2)
-	write(tr, mmio.RegInterruptACK, virtio.InterruptUsedBuffer)
-	signal(virtio.InterruptUsedBuffer)
-	want("signal after the ACK", 3)
-
-	irq.FailWith(errors.New("irqfd closed"))
-	write(tr, mmio.RegInterruptACK, 3)
-	if err := tr.Signal(virtio.InterruptUsedBuffer); err == nil {
-		t.Fatal("Signal hid the interrupt error")
-	}
-	irq.FailWith(nil)
-	// The bit is set, but no interrupt went out (Count counts successful
-	// triggers only).
-	signal(virtio.InterruptUsedBuffer)
-	want("signal after a failed trigger", 4)
-
-	write(tr, mmio.RegStatus, 0) // reset, with the used-buffer bit unacknowledged
-	signal(virtio.InterruptUsedBuffer)
-	signal(virtio.InterruptUsedBuffer)
-	want("two signals after a reset", 5)
 }
 
 func TestCmdlineArg(t *testing.T) {

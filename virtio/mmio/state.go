@@ -294,7 +294,6 @@ func (t *Transport) RestoreState(data []byte) error {
 	}
 	t.status.Store(s.status)
 	t.isr.Store(s.isr)
-	t.raised.Store(false) // the next Signal raises an interrupt whatever isr holds
 	t.generation.Store(s.generation)
 	t.needsReset.Store(s.needsReset)
 	t.devFeatSel, t.drvFeatSel, t.drvFeat, t.queueSel = s.devFeatSel, s.drvFeatSel, s.drvFeat, s.queueSel

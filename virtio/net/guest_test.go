@@ -243,7 +243,6 @@ func (g *guest) wait(what string, cond func() bool) {
 		}
 		select {
 		case <-g.irq.C():
-			g.g.Ack() // as the guest's handler does, before it looks at the queues
 		case <-deadline.C:
 			g.t.Fatalf("timed out waiting for %s (stats %s)", what, g.dev.stats.String())
 		}

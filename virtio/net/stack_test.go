@@ -151,7 +151,6 @@ func (s *stack) run(what string, cond func() bool) {
 		}
 		select {
 		case <-s.g.irq.C():
-			s.g.g.Ack()
 		case <-s.wake:
 		case <-deadline.C:
 			s.t.Fatalf("timed out waiting for %s (device stats: %s)", what, s.g.dev.stats.String())

@@ -55,11 +55,6 @@ type Driver struct {
 	// Notify is called by Kick when the device wants a notification (for
 	// example, a write to the transport's QueueNotify register).
 	Notify func()
-	// Ack, if set, is what Wait does on each interrupt before it reaps, as
-	// the guest's handler does (for example Guest.Ack: read
-	// InterruptStatus, acknowledge it). A transport raises no new
-	// interrupt for bits still unacknowledged.
-	Ack func()
 }
 
 // NewDriver lays out a queue of the given size at the start of fake-memory
@@ -338,9 +333,6 @@ func (d *Driver) Wait(irq *Interrupt, n int, timeout time.Duration) ([]Used, err
 		}
 		select {
 		case <-irq.C():
-			if d.Ack != nil {
-				d.Ack()
-			}
 		case <-deadline.C:
 			return out, fmt.Errorf("got %d of %d used entries after %v (used idx %d)", len(out), n, timeout, d.UsedIdx())
 		}

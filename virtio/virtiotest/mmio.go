@@ -125,7 +125,6 @@ func Probe(r Registers, mem *Memory, opt ProbeOptions) (*Guest, error) {
 		}
 		idx := i
 		d.Notify = func() { WriteReg(r, mmio.RegQueueNotify, idx) }
-		d.Ack = func() { g.Ack() }
 		g.Queues = append(g.Queues, d)
 	}
 	status |= virtio.StatusDriverOK
