@@ -293,7 +293,6 @@ func runVMM(cmd *cobra.Command, f vmmFlags) error {
 	return nil
 }
 
-// writeResult writes --result-json (nothing when path is empty).
 // relaxSysmon gives the Go runtime's sysmon thread a timer slack in the
 // background (internal/sysmon), so its wakes, thousands a second while
 // vCPU and device threads go in and out of syscalls, coalesce. The
@@ -320,6 +319,7 @@ func relaxSysmon(stderr io.Writer) {
 	}()
 }
 
+// writeResult writes --result-json (nothing when path is empty).
 func writeResult(path string, res vmmResult) error {
 	if path == "" {
 		return nil

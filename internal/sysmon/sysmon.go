@@ -39,14 +39,17 @@ import (
 const DefaultSlack = time.Millisecond
 
 // nanosleep is SYS_nanosleep on amd64, the syscall the runtime's usleep
-// makes and the one sysmon's thread is nearly always in.
+// makes and the one sysmon's thread is nearly always in; nanosleepNr is
+// how /proc/TID/syscall spells it.
 const nanosleep = unix.SYS_NANOSLEEP
+
+var nanosleepNr = strconv.Itoa(nanosleep)
 
 // Relax finds the sysmon thread of this process and sets its timer slack
 // to slack (DefaultSlack if 0). It returns the thread's ID.
 //
-// sysmon is found as the one thread other than the caller that sits in
-// nanosleep. It sleeps there while any goroutine runs (when none does it
+// sysmon is found as the one thread that sits in nanosleep (Relax's own
+// goroutine never does). It sleeps there while any goroutine runs (when none does it
 // waits on a futex instead), so Relax keeps its own goroutine running
 // between looks, 200 µs apart, and changes nothing unless exactly one
 // such thread is seen twice in a row; that takes well under a
@@ -56,10 +59,9 @@ func Relax(slack time.Duration) (int, error) {
 	if slack <= 0 {
 		slack = DefaultSlack
 	}
-	self := unix.Gettid()
 	prev := 0
 	for range 50 {
-		tid, err := sleeper(self)
+		tid, err := sleeper()
 		if err != nil {
 			return 0, err
 		}
@@ -75,9 +77,9 @@ func Relax(slack time.Duration) (int, error) {
 	return 0, errors.New("sysmon: no single thread seen sleeping in nanosleep")
 }
 
-// sleeper returns the one thread other than self that is in nanosleep, 0
+// sleeper returns the one thread of this process that is in nanosleep, 0
 // if none or several are.
-func sleeper(self int) (int, error) {
+func sleeper() (int, error) {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return 0, fmt.Errorf("sysmon: %w", err)
@@ -85,7 +87,7 @@ func sleeper(self int) (int, error) {
 	found := 0
 	for _, t := range tasks {
 		tid, err := strconv.Atoi(t.Name())
-		if err != nil || tid == self {
+		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc/self/task", t.Name(), "syscall"))
@@ -93,7 +95,7 @@ func sleeper(self int) (int, error) {
 			continue // the thread exited, or the kernel hides it
 		}
 		f := strings.Fields(string(b))
-		if len(f) == 0 || f[0] != strconv.Itoa(nanosleep) {
+		if len(f) == 0 || f[0] != nanosleepNr {
 			continue
 		}
 		if found != 0 {

@@ -162,7 +162,7 @@ func BenchmarkSysmonWakes(b *testing.B) {
 	tid := 0
 	for tid == 0 {
 		var err error
-		if tid, err = sleeper(unix.Gettid()); err != nil {
+		if tid, err = sleeper(); err != nil {
 			b.Fatal(err)
 		}
 	}
