@@ -237,8 +237,9 @@ func ioBusiest(before, after map[string]ioThread, n int) string {
 }
 
 // ioSystem returns L1-wide counters from /proc/stat and /proc/interrupts:
-// context switches (ctxt), local timer interrupts (LOC) and rescheduling
-// IPIs (RES), summed over CPUs. Their change over a workload says how
+// context switches (ctxt), local timer interrupts (LOC), rescheduling
+// IPIs (RES) and function-call IPIs (CAL, TLB shootdowns among them),
+// summed over CPUs. Their change over a workload says how
 // much waking a monitor causes beyond its own threads.
 func ioSystem() map[string]int64 {
 	m := map[string]int64{}
