@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 )
 
 type netConn = net.UnixConn
@@ -255,11 +256,15 @@ func hostConnect(path string, port uint32) (*netConn, uint32, error) {
 		c.Close()
 		return nil, 0, err
 	}
+	// A deadlock guard, not a timing assertion: a device that never
+	// answers fails the test instead of hanging it.
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
 	line, err := readLine(c)
 	if err != nil {
 		c.Close()
 		return nil, 0, fmt.Errorf("reading OK line: %w", err)
 	}
+	c.SetReadDeadline(time.Time{})
 	var hp uint32
 	if _, err := fmt.Sscanf(line, "OK %d", &hp); err != nil {
 		c.Close()

@@ -179,6 +179,15 @@ func (d *Device) processEvent() {
 		if ch == nil {
 			return
 		}
+		// The avail index is read before the event is used: once it is,
+		// the driver may handle it and make the buffer available again at
+		// any moment, and an index read after that would wait for a move
+		// that already happened, holding rx forever.
+		idx, err := d.evq.AvailIdx(d.mem)
+		if err != nil {
+			d.fail(err)
+			return
+		}
 		var n uint32
 		if ch.Writable.Len() < eventLen {
 			d.stats.RxBufferErrors.Add(1)
@@ -195,15 +204,10 @@ func (d *Device) processEvent() {
 			d.fail(err)
 			return
 		}
-		d.signal(d.evq)
 		if !d.evPending {
-			idx, err := d.evq.AvailIdx(d.mem)
-			if err != nil {
-				d.fail(err)
-				return
-			}
 			d.evAwait, d.evAwaitIdx = true, idx
 		}
+		d.signal(d.evq)
 	}
 }
 
