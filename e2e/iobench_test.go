@@ -22,12 +22,53 @@ import (
 // them, with the unit guesttool prints. The network goes first: the nested
 // harness's guest fault (docs/iobench.md) strikes mostly as the random
 // reads start, and what was measured before it is kept.
-var ioWorkloads = []struct{ name, unit string }{
+var ioWorkloads = []ioWorkload{
 	{"nettx", "MBps"},
 	{"netrx", "MBps"},
 	{"seqwrite", "MBps"},
 	{"seqread", "MBps"},
 	{"randread", "IOPS"},
+}
+
+type ioWorkload struct{ name, unit string }
+
+// ioSelect returns the workloads BOXD_IOBENCH_WORKLOADS names (a comma
+// list of nettx, netrx and disk, which is the three disk workloads: one
+// guesttool command runs them), in the guest's order; all when spec is
+// empty. Fewer workloads make a run shorter, so one invocation can afford
+// the many pairs a noisy workload needs.
+func ioSelect(spec string) ([]ioWorkload, error) {
+	if spec == "" {
+		return ioWorkloads, nil
+	}
+	want := map[string]bool{}
+	for _, name := range strings.Split(spec, ",") {
+		switch name = strings.TrimSpace(name); name {
+		case "nettx", "netrx":
+			want[name] = true
+		case "disk":
+			want["seqwrite"], want["seqread"], want["randread"] = true, true, true
+		default:
+			return nil, fmt.Errorf("BOXD_IOBENCH_WORKLOADS=%q: unknown workload %q (want a comma list of nettx, netrx, disk)", spec, name)
+		}
+	}
+	var sel []ioWorkload
+	for _, w := range ioWorkloads {
+		if want[w.name] {
+			sel = append(sel, w)
+		}
+	}
+	return sel, nil
+}
+
+// ioHas reports whether ws includes workload name.
+func ioHas(ws []ioWorkload, name string) bool {
+	for _, w := range ws {
+		if w.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Deadlines of one run. Each is a readiness check with a bound: a run that
@@ -79,10 +120,21 @@ func ioCheckClock(workload string, m ioMeasure, host time.Duration) error {
 // powers off: under boxd through the power register, under QEMU microvm
 // (which has none) by a triple-fault reboot that -no-reboot turns into an
 // exit.
-func ioScript(tool string, boxd bool) string {
+func ioScript(tool string, boxd bool, ws []ioWorkload) string {
 	off := "reboot -f"
 	if boxd {
 		off = "devmem 0xc0001000 32 1"
+	}
+	// A workload left out runs ":" instead.
+	tx, rx, disk := ":", ":", ":"
+	if ioHas(ws, "nettx") {
+		tx = fmt.Sprintf(`%s tcp-bench 10.0.0.1:5000 %d || echo "IO-FAIL tcp-bench $?"`, tool, ioNetBytes)
+	}
+	if ioHas(ws, "netrx") {
+		rx = fmt.Sprintf(`%s tcp-sink 10.0.0.2:5001 || echo "IO-FAIL tcp-sink $?"`, tool)
+	}
+	if ioHas(ws, "seqwrite") {
+		disk = fmt.Sprintf(`%s disk-bench /dev/vda %d %d || echo "IO-FAIL disk-bench $?"`, tool, ioDiskMiB, ioRandSeconds)
 	}
 	return fmt.Sprintf(`#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -93,9 +145,9 @@ mount -t devtmpfs dev /dev
 ip link set eth0 up
 ip addr add 10.0.0.2/24 dev eth0
 echo IO-READY
-%[1]s tcp-bench 10.0.0.1:5000 %[2]d || echo "IO-FAIL tcp-bench $?"
-%[1]s tcp-sink 10.0.0.2:5001 || echo "IO-FAIL tcp-sink $?"
-%[1]s disk-bench /dev/vda %[4]d %[5]d || echo "IO-FAIL disk-bench $?"
+%[3]s
+%[4]s
+%[5]s
 s=/sys/class/net/eth0/statistics
 echo "IO-INFO eth0 tx_packets $(cat $s/tx_packets) tx_bytes $(cat $s/tx_bytes) rx_packets $(cat $s/rx_packets) rx_bytes $(cat $s/rx_bytes)"
 grep virtio /proc/interrupts | tr -s ' ' | sed 's/^/IO-INFO irq /'
@@ -103,8 +155,8 @@ echo "IO-INFO clocksource $(cat /sys/devices/system/clocksource/clocksource0/cur
 grep -m1 ^flags /proc/cpuinfo | sed 's/^/IO-INFO cpu /'
 echo IO-DONE
 %[1]s drain
-%[3]s
-`, tool, ioNetBytes, off, ioDiskMiB, ioRandSeconds)
+%[2]s
+`, tool, off, tx, rx, disk)
 }
 
 // ioMeasure is one workload's result in one run.
@@ -136,11 +188,12 @@ func parseIOLine(line string) (string, ioMeasure, bool) {
 
 // ioBench is the shared setup of BenchmarkIOvsQEMU.
 type ioBench struct {
-	b      *testing.B
-	ns     string
-	tool   string
-	disk   string
-	report *os.File // results as they come, in the nested output directory; may be nil
+	b         *testing.B
+	workloads []ioWorkload // what the guest runs (BOXD_IOBENCH_WORKLOADS)
+	ns        string
+	tool      string
+	disk      string
+	report    *os.File // results as they come, in the nested output directory; may be nil
 }
 
 // logf prints at once (a benchmark's b.Logf is held back until it ends,
@@ -173,7 +226,11 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 			b.Fatalf("BOXD_IOBENCH_RUNS=%q: want a positive number", s)
 		}
 	}
-	ib := &ioBench{b: b, ns: netns(b), tool: guestTool(b)}
+	workloads, err := ioSelect(os.Getenv("BOXD_IOBENCH_WORKLOADS"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ib := &ioBench{b: b, workloads: workloads, ns: netns(b), tool: guestTool(b)}
 	if dir := os.Getenv("BOXD_NESTED_OUT"); dir != "" {
 		if ib.report, err = os.Create(filepath.Join(dir, "iobench.txt")); err != nil {
 			b.Fatal(err)
@@ -188,10 +245,10 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 	dir := b.TempDir()
 	ib.disk = filepath.Join(dir, "disk.img")
 	rdBoxd, rdQEMU := filepath.Join(dir, "boxd.cpio"), filepath.Join(dir, "qemu.cpio")
-	if err := writeInitrd(rdBoxd, ioScript(ib.tool, true), ib.tool); err != nil {
+	if err := writeInitrd(rdBoxd, ioScript(ib.tool, true, ib.workloads), ib.tool); err != nil {
 		b.Fatal(err)
 	}
-	if err := writeInitrd(rdQEMU, ioScript(ib.tool, false), ib.tool); err != nil {
+	if err := writeInitrd(rdQEMU, ioScript(ib.tool, false, ib.workloads), ib.tool); err != nil {
 		b.Fatal(err)
 	}
 	boxdArgv := []string{boxdBin(b), "vmm", "--kernel", kernel, "--initrd", rdBoxd, "--mem-mib", "512", "--cpus", "2",
@@ -265,7 +322,7 @@ func BenchmarkIOvsQEMU(b *testing.B) {
 	}
 
 	ib.logf("%d runs each, alternating; medians (p99 = median of the runs' 99th percentile op latency)", runs)
-	for _, w := range ioWorkloads {
+	for _, w := range ib.workloads {
 		bv, bp, bn := ioMedians(samples["boxd"], w.name)
 		qv, qp, qn := ioMedians(samples["qemu"], w.name)
 		if bn == 0 || qn == 0 {
@@ -308,11 +365,11 @@ func ioPairRatios(byRun []map[string]ioSample, workload string) string {
 	return fmt.Sprintf("  pairs %s (median %.2f)", strings.Join(parts, " "), median(rs))
 }
 
-// ioNextWorkload returns the workload that follows name, or "".
-func ioNextWorkload(name string) string {
-	for i, w := range ioWorkloads[:len(ioWorkloads)-1] {
+// ioNextWorkload returns the workload of ws that follows name, or "".
+func ioNextWorkload(ws []ioWorkload, name string) string {
+	for i, w := range ws[:len(ws)-1] {
 		if w.name == name {
-			return ioWorkloads[i+1].name
+			return ws[i+1].name
 		}
 	}
 	return ""
@@ -428,7 +485,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 		ib.logf("%s %s kvm trace:\n%s%s%s", who, workload, prof, kvmTrace(tids, 300*time.Millisecond),
 			syscallSamples(vm.cmd.Process.Pid, 200, time.Millisecond))
 	}
-	traceIf(ioWorkloads[0].name)
+	traceIf(ib.workloads[0].name)
 	// The monitor's CPU time per workload (user+system, all its threads):
 	// what it costs L1 to move the bytes, beside how fast they moved.
 	lastCPU, lastThreads, lastSys := ioCPUTime(vm.cmd.Process.Pid), ioThreadTimes(vm.cmd.Process.Pid), ioSystem()
@@ -453,8 +510,8 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 				// a bug worth failing the run for.
 				return s, fail(err)
 			}
-			if len(s) != len(ioWorkloads) {
-				return s, fmt.Errorf("%s: %d of %d results\nconsole (tail):\n%s", who, len(s), len(ioWorkloads), tail(vm.transcript(), 40))
+			if len(s) != len(ib.workloads) {
+				return s, fmt.Errorf("%s: %d of %d results\nconsole (tail):\n%s", who, len(s), len(ib.workloads), tail(vm.transcript(), 40))
 			}
 			return s, nil
 		case strings.HasPrefix(rest, "IO-INFO"):
@@ -480,7 +537,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 					return s, fail(err)
 				}
 				s[name] = m
-				traceIf(ioNextWorkload(name))
+				traceIf(ioNextWorkload(ib.workloads, name))
 
 			}
 		}
