@@ -56,3 +56,17 @@ func TestIOSelect(t *testing.T) {
 		t.Errorf("after netrx: %q", got)
 	}
 }
+
+func TestIOHugePagesOf(t *testing.T) {
+	rollup := `55d0c0000000-7ffd5a1ff000 ---p 00000000 00:00 0                          [rollup]
+Rss:              540672 kB
+Pss:              530000 kB
+AnonHugePages:     24576 kB
+ShmemPmdMapped:   491520 kB
+FilePmdMapped:         0 kB
+`
+	want := "rss 528 MiB, in huge pages 504 MiB (anon 24, shmem 480, file 0)"
+	if got := ioHugePagesOf(rollup); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

@@ -505,6 +505,7 @@ func (ib *ioBench) run(who, tap string, argv []string) (ioSample, error) {
 		rest := line[strings.Index(line, "IO"):]
 		switch {
 		case strings.HasPrefix(rest, "IO-DONE"):
+			ib.logf("%s IO-INFO memory %s", who, ioHugePages(vm.cmd.Process.Pid))
 			if err := vm.waitExit(ioExitDeadline); err != nil {
 				// The results are in; a monitor that does not stop is still
 				// a bug worth failing the run for.
