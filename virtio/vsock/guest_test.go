@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/boxd-dev/boxd/virtio"
 	"github.com/boxd-dev/boxd/virtio/mmio"
 	"github.com/boxd-dev/boxd/virtio/queue"
 	"github.com/boxd-dev/boxd/virtio/virtiotest"
@@ -35,6 +36,29 @@ type gopts struct {
 	queueSize uint16 // default: the device's maximum
 	txPayload int    // largest payload per tx packet (default 4096)
 	rxPayload int    // payload room per rx buffer (default 4096)
+	// eagerEvents: the guest handles used event buffers inside the
+	// interrupt itself, before the device's Signal returns, as a guest
+	// vCPU running beside the device may.
+	eagerEvents bool
+}
+
+// eagerIRQ is an interrupt line whose Trigger first lets the guest handle
+// its event queue (gopts.eagerEvents).
+type eagerIRQ struct {
+	*virtiotest.Interrupt
+	s *atomic.Pointer[gstack]
+}
+
+func (e eagerIRQ) Trigger() error {
+	if s := e.s.Load(); s != nil {
+		s.mu.Lock()
+		if !s.holdEvents {
+			s.pumpEvents()
+			s.cond.Broadcast()
+		}
+		s.mu.Unlock()
+	}
+	return e.Interrupt.Trigger()
 }
 
 type txSlot struct{ hdr, pay queue.Buffer }
@@ -125,7 +149,12 @@ func newStack(t testing.TB, cfg Config, opt gopts) *gstack {
 	region = (region + 0xfff) &^ 0xfff
 	mem := virtiotest.NewMemory(gBase, 3*region)
 	irq := virtiotest.NewInterrupt()
-	tr, err := mmio.New(dev, mem, irq)
+	var line virtio.Interrupt = irq
+	var eager atomic.Pointer[gstack]
+	if opt.eagerEvents {
+		line = eagerIRQ{irq, &eager}
+	}
+	tr, err := mmio.New(dev, mem, line)
 	if err != nil {
 		dev.Close()
 		t.Fatalf("mmio.New: %v", err)
@@ -147,6 +176,7 @@ func newStack(t testing.TB, cfg Config, opt gopts) *gstack {
 		listeners: map[uint32]chan *gconn{}, nextPort: 50000,
 	}
 	s.cond.L = &s.mu
+	eager.Store(s)
 	// Half the rx buffers are split like Linux 6.1 (header, then data), half
 	// are one buffer, so both layouts are exercised.
 	// Fewer chains than descriptors: a split chain takes two.

@@ -230,6 +230,33 @@ func TestTransportReset(t *testing.T) {
 	}
 }
 
+// A guest vCPU runs beside the device and may handle the reset event, and
+// make its buffer available again, before the device is done signalling
+// it. Connections must still reach the guest afterwards: the device once
+// read the index it waits on only after the signal, so it waited for a
+// move that had already happened and held rx for good.
+func TestTransportResetHandledAtOnce(t *testing.T) {
+	s := newStack(t, Config{}, gopts{eagerEvents: true})
+	l := s.listen(1024)
+	echoGuest(t, s, l, 1)
+	if err := s.dev.ResetTransport(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitFor("the reset event", func() bool { return len(s.events) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	hc, _, err := hostConnect(s.path, 1024)
+	if err != nil {
+		t.Fatalf("connect after reset: %v", err)
+	}
+	defer hc.Close()
+	hc.Write([]byte("again"))
+	var b [5]byte
+	if _, err := io.ReadFull(hc, b[:]); err != nil || string(b[:]) != "again" {
+		t.Errorf("echo after reset = %q, %v", b, err)
+	}
+}
+
 // TestDriverReset: the driver resetting the device (status 0) closes every
 // host socket; host clients that connect meanwhile wait for the next
 // activation.
