@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -63,12 +64,7 @@ func ioSelect(spec string) ([]ioWorkload, error) {
 
 // ioHas reports whether ws includes workload name.
 func ioHas(ws []ioWorkload, name string) bool {
-	for _, w := range ws {
-		if w.name == name {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(ws, func(w ioWorkload) bool { return w.name == name })
 }
 
 // Deadlines of one run. Each is a readiness check with a bound: a run that

@@ -215,16 +215,7 @@ func TestTransportReset(t *testing.T) {
 		t.Errorf("%d connections after reset", n)
 	}
 	// The transport works afterwards.
-	hc3, _, err := hostConnect(s.path, 1024)
-	if err != nil {
-		t.Fatalf("connect after reset: %v", err)
-	}
-	defer hc3.Close()
-	hc3.Write([]byte("again"))
-	var b [5]byte
-	if _, err := io.ReadFull(hc3, b[:]); err != nil || string(b[:]) != "again" {
-		t.Errorf("echo after reset = %q, %v", b, err)
-	}
+	echoAfterReset(t, s)
 	if got := s.dev.Stats().TransportResets.Load(); got != 1 {
 		t.Errorf("TransportResets = %d", got)
 	}
@@ -245,6 +236,13 @@ func TestTransportResetHandledAtOnce(t *testing.T) {
 	if err := s.waitFor("the reset event", func() bool { return len(s.events) == 1 }); err != nil {
 		t.Fatal(err)
 	}
+	echoAfterReset(t, s)
+}
+
+// echoAfterReset connects a host client to the echo guest on port 1024 and
+// checks that what it sends comes back.
+func echoAfterReset(t *testing.T, s *gstack) {
+	t.Helper()
 	hc, _, err := hostConnect(s.path, 1024)
 	if err != nil {
 		t.Fatalf("connect after reset: %v", err)
