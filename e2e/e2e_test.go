@@ -155,7 +155,7 @@ func marks(s, prefix string) []string {
 
 // guestScript wraps body in a busybox init: mounts, applets on PATH, body run
 // by sh -e, its status printed as "E2E-STATUS n", then poweroff through the
-// power register.
+// power register once the console has drained (drainConsole).
 func guestScript(body string) string {
 	return `#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -168,9 +168,19 @@ mkdir -p /mnt /tmp
 ` + body + `
 )
 echo "E2E-STATUS $?"
+` + drainConsole + `
 devmem 0xc0001000 32 1
 `
 }
+
+// drainConsole is the shell line a test guest runs before it powers off. echo
+// returns once its line is in the kernel's tty buffer, which the UART driver
+// sends a FIFO's worth per interrupt, so a power-off right after it cut the
+// last lines (TestVsock failed so: its last stream's line and E2E-STATUS
+// never reached the host). busybox stty applies any setting with TCSETSW,
+// which first waits until the terminal has sent every byte (tcdrain);
+// -ixany is the setting the console already has.
+const drainConsole = "/bin/busybox stty -ixany"
 
 // guestTool is the static helper binary built by make e2e (out/guesttool).
 func guestTool(t testing.TB) string {
