@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,6 +108,18 @@ type vmmRun struct {
 
 func runVMM(t testing.TB, timeout time.Duration, args ...string) vmmRun {
 	t.Helper()
+	r, err := tryVMM(t, timeout, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// tryVMM is runVMM returning, instead of failing the test, the error of a
+// monitor that could not run or ran past timeout (with what it was doing
+// then, and how its console ends).
+func tryVMM(t testing.TB, timeout time.Duration, args ...string) (vmmRun, error) {
+	t.Helper()
 	dir := t.TempDir()
 	console, result := filepath.Join(dir, "console.log"), filepath.Join(dir, "result.json")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -129,16 +142,16 @@ func runVMM(t testing.TB, timeout time.Duration, args ...string) vmmRun {
 		r.Status = ee.ExitCode()
 	default:
 		c, _ := os.ReadFile(console)
-		t.Fatalf("boxd vmm: %v\nstderr:\n%s\nconsole:\n%s\n%s", err, stderr.String(), c, stalled)
+		return r, fmt.Errorf("boxd vmm: %v\nstderr:\n%s\nconsole:\n%s\n%s", err, stderr.String(), c, stalled)
 	}
 	c, _ := os.ReadFile(console)
 	r.Console, r.Stderr = string(c), stderr.String()
 	if b, err := os.ReadFile(result); err == nil {
 		if err := json.Unmarshal(b, &r.Result); err != nil {
-			t.Fatalf("result json: %v", err)
+			return r, fmt.Errorf("result json: %v", err)
 		}
 	}
-	return r
+	return r, nil
 }
 
 // marks returns the lines of s that contain prefix, with the prefix removed.
