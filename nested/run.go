@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +21,15 @@ var ErrTimeout = errors.New("nested: timed out")
 // DefaultTimeout bounds a run when Config.Timeout is zero.
 const DefaultTimeout = 30 * time.Minute
 
+// DefaultCPUs is L1's vCPU count when Config.CPUs is zero. One, because with
+// two QEMU's multi-threaded TCG breaks L1 now and then: a fork-heavy 2-vCPU
+// L2 guest (BenchmarkNestedFaults) met a reset, a livelock or an L1 kernel
+// panic within a minute or two in most invocations on a 2-vCPU L1, and none
+// in 16 runs on a 1-vCPU L1 (docs/iobench.md, "Stalls and resets"). L2
+// guests may still have several vCPUs; they share L1's one. The e2e suite
+// takes about a third longer.
+const DefaultCPUs = 1
+
 // Config describes one command to run with a hardware-backed /dev/kvm.
 type Config struct {
 	Cmd     []string      // argv; Cmd[0] is looked up in Env's PATH. Required.
@@ -30,7 +38,7 @@ type Config struct {
 	OutDir  string        // writable directory shared with L1 at the same path, created if missing; "" for none
 	Timeout time.Duration // default DefaultTimeout
 	Mem     int           // L1 memory in MiB; default half the host's RAM, at most 8 GiB
-	CPUs    int           // L1 vCPUs; default the host's CPU count
+	CPUs    int           // L1 vCPUs; default DefaultCPUs
 	ForceL1 bool          // boot L1 even when the host has hardware virtualization
 
 	// Stdout and Stderr receive the command's output as it is produced; nil
@@ -103,7 +111,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Mem = defaultMemMiB()
 	}
 	if cfg.CPUs <= 0 {
-		cfg.CPUs = runtime.NumCPU()
+		cfg.CPUs = DefaultCPUs
 	}
 	// Every writer is used from several goroutines, and callers often pass
 	// the same one twice (stderr as Stderr and Log), so one lock guards all.

@@ -23,7 +23,7 @@ func TestWithDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	wd, _ := os.Getwd()
-	if cfg.Dir != wd || cfg.Timeout != DefaultTimeout || cfg.Mem < 1024 || cfg.Mem > 8192 || cfg.CPUs < 1 || cfg.Env == nil {
+	if cfg.Dir != wd || cfg.Timeout != DefaultTimeout || cfg.Mem < 1024 || cfg.Mem > 8192 || cfg.CPUs != DefaultCPUs || cfg.Env == nil {
 		t.Errorf("defaults: dir %q timeout %v mem %d cpus %d env set %v", cfg.Dir, cfg.Timeout, cfg.Mem, cfg.CPUs, cfg.Env != nil)
 	}
 	if st, err := os.Stat(out); err != nil || !st.IsDir() {

@@ -15,7 +15,9 @@
 # page walk reads a guest-physical address with a stray bit 32, outside
 # RAM; L1's KVM then injects #PF after #PF or the guest resets. It is
 # the harness's emulation, not the monitor under test; once a
-# 10^7-iteration ring-0 loop (milliseconds) sat in KVM_RUN for minutes. Any other
+# 10^7-iteration ring-0 loop (milliseconds) sat in KVM_RUN for minutes.
+# They came with L1's two vCPUs; boxd nested now gives L1 one, with which
+# none has been seen yet, so the reruns are a safety net. Any other
 # failure, or a fault on the second rerun too, fails the run. Every
 # rerun is announced on stderr and in $E2E_OUT/e2e-reruns.txt, so it is
 # never silent.
