@@ -46,6 +46,10 @@ multi-threaded emulation now and then resets or livelocks an L2 guest or
 panics L1's kernel (docs/iobench.md, "Stalls and resets"). Benchmarks that
 need the host's cores in L1 pass --cpus and live with it.
 
+L1 rewrites a heartbeat file every 2 s; an L1 whose heartbeat stands still
+for --hang-after (it has hung, busy and silent, for many minutes) is
+stopped, and boxd exits 125 saying it hung.
+
 Needs: ` + nested.InstallCommand,
 		Example: `  boxd nested -- sh -c 'test -c /dev/kvm && grep -c svm /proc/cpuinfo'
   go test -c -tags e2e -o /tmp/e2e.test ./e2e/ && boxd nested --out /tmp/e2e-out -- /tmp/e2e.test -test.v`,
@@ -82,6 +86,7 @@ Needs: ` + nested.InstallCommand,
 	cmd.Flags().StringVar(&out, "out", "", "writable output directory shared with CMD at the same path (default: a new temporary directory)")
 	cmd.Flags().DurationVar(&timeout, "timeout", nested.DefaultTimeout, "stop CMD (and L1) after this long")
 	cmd.Flags().IntVar(&cfg.Mem, "mem", 0, "L1 memory in MiB (default: half the host's RAM, at most 8192)")
+	cmd.Flags().DurationVar(&cfg.HangAfter, "hang-after", nested.DefaultHangAfter, "stop L1 as hung when its heartbeat (rewritten every 2 s) stops this long")
 	cmd.Flags().IntVar(&cfg.CPUs, "cpus", 0, "L1 vCPUs (more than 1 is faster and less reliable; see above)")
 	cmd.Flags().BoolVar(&cfg.ForceL1, "force-l1", false, "boot L1 even if this host has hardware virtualization")
 	cmd.Flags().BoolVarP(&cfg.Verbose, "verbose", "v", false, "show L1's serial console")

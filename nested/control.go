@@ -10,11 +10,12 @@ import (
 
 // The files L1's init writes into the run directory (see l1init.sh).
 const (
-	fileReady  = "ready"
-	fileStdout = "stdout"
-	fileStderr = "stderr"
-	fileStatus = "status"
-	fileError  = "error"
+	fileReady     = "ready"
+	fileStdout    = "stdout"
+	fileStderr    = "stderr"
+	fileStatus    = "status"
+	fileError     = "error"
+	fileHeartbeat = "heartbeat"
 )
 
 // parseReady parses the ready file: L1's uptime in seconds and a newline.
@@ -49,6 +50,7 @@ func parseStatus(b []byte) (int, error) {
 type runState struct {
 	mu      sync.Mutex
 	ready   time.Duration // host time from QEMU start to the ready file; 0 until then
+	hung    time.Duration // how long the heartbeat had not moved when L1 was stopped as hung; 0 if not
 	console tail          // last lines of the serial console
 	qemu    tail          // last lines QEMU printed, noise filtered
 }

@@ -83,3 +83,45 @@ func TestFollowerNeedsFiles(t *testing.T) {
 		t.Error("newFollower succeeded without stdout/stderr files")
 	}
 }
+
+// TestFollowerHeartbeat: no hang is reported before L1 is ready or while
+// its heartbeat changes; one is reported, once, when the heartbeat stops
+// for hangAfter, however its bytes look.
+func TestFollowerHeartbeat(t *testing.T) {
+	dir := t.TempDir()
+	if err := (runSpec{cmd: []string{"true"}, dir: "/"}).write(dir); err != nil {
+		t.Fatal(err)
+	}
+	fl, err := newFollower(dir, nil, nil, func(float64) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.close()
+	var hangs []time.Duration
+	fl.hangAfter = time.Minute
+	fl.hung = func(d time.Duration) { hangs = append(hangs, d) }
+	t0 := time.Now()
+
+	fl.checkHeartbeat(t0.Add(time.Hour)) // not ready: never a hang
+	mustWrite(t, filepath.Join(dir, fileReady), "1.0\n")
+	fl.pump() // ready now, with no heartbeat yet
+	start := fl.lastBeat
+	fl.checkHeartbeat(start.Add(59 * time.Second))
+	for i, beat := range []string{"2.0\n", "\xff\x00garbage", ""} {
+		mustWrite(t, filepath.Join(dir, fileHeartbeat), beat)
+		fl.checkHeartbeat(start.Add(time.Duration(i+1) * 50 * time.Second)) // a change every 50 s
+	}
+	if len(hangs) != 0 {
+		t.Fatalf("hang reported while the heartbeat moved: %v", hangs)
+	}
+	last := start.Add(150 * time.Second)
+	fl.checkHeartbeat(last.Add(59 * time.Second)) // same bytes: no change
+	if len(hangs) != 0 {
+		t.Fatalf("hang reported after 59 s: %v", hangs)
+	}
+	fl.checkHeartbeat(last.Add(61 * time.Second))
+	fl.checkHeartbeat(last.Add(2 * time.Minute))
+	if len(hangs) != 1 || hangs[0] != 61*time.Second {
+		t.Fatalf("hangs %v; want one, after 61 s", hangs)
+	}
+}

@@ -160,6 +160,34 @@ func TestL1TimeoutLeavesNoQEMU(t *testing.T) {
 	}
 }
 
+// TestL1HangStopped: an L1 whose heartbeat stops (here the command stops
+// the heartbeat loop, as a hung L1 would) is stopped after HangAfter, long
+// before the run's timeout, with an error that says it hung, and its QEMU
+// is gone. A live L1 whose command runs past HangAfter is not.
+func TestL1HangStopped(t *testing.T) {
+	needL1(t)
+	var qemu proc
+	var log syncBuffer
+	code, err := Run(context.Background(), Config{
+		// First outlive HangAfter with the heartbeat going, then stop it.
+		Cmd:       []string{"sh", "-c", "sleep 12; kill -STOP $(cat /run/boxd-l1-heartbeat.pid); sleep 1000"},
+		Timeout:   10 * time.Minute,
+		HangAfter: 8 * time.Second,
+		ForceL1:   true,
+		Log:       &log,
+		onStart:   func(pid int) { qemu = newProc(t, pid) },
+	})
+	if err == nil || errors.Is(err, ErrTimeout) || code != -1 || !strings.Contains(err.Error(), "L1 stopped before the command finished: it hung (no heartbeat for ") {
+		t.Fatalf("Run = %d, %v; want -1 and an error saying L1 hung\nlog:\n%s", code, err, log.String())
+	}
+	if !strings.Contains(log.String(), "nested: L1 hung: no heartbeat for ") {
+		t.Errorf("log does not say L1 hung:\n%s", log.String())
+	}
+	if qemu.pid == 0 || !qemu.gone() {
+		t.Errorf("QEMU (pid %d) outlived the hang", qemu.pid)
+	}
+}
+
 func TestL1CancelLeavesNoQEMU(t *testing.T) {
 	needL1(t)
 	ctx, cancel := context.WithCancel(context.Background())

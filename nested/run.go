@@ -25,10 +25,17 @@ const DefaultTimeout = 30 * time.Minute
 // two QEMU's multi-threaded TCG breaks L1 now and then: a fork-heavy 2-vCPU
 // L2 guest (BenchmarkNestedFaults) met a reset, a livelock or an L1 kernel
 // panic within a minute or two in most invocations on a 2-vCPU L1, and none
-// in 16 runs on a 1-vCPU L1 (docs/iobench.md, "Stalls and resets"). L2
+// in 38 runs on a 1-vCPU L1, where L1 hung once, after 9 minutes
+// (docs/iobench.md, "Stalls and resets"; HangAfter catches that). L2
 // guests may still have several vCPUs; they share L1's one. The e2e suite
 // takes about a third longer.
 const DefaultCPUs = 1
+
+// DefaultHangAfter is Config.HangAfter's default. L1 rewrites its heartbeat
+// every 2 s; a busy L1 still does (it is one process among many), so two
+// minutes of silence is a hang, not load. L1 has hung busy and silent, no
+// panic on its console, until the run's timeout (45 minutes in make e2e).
+const DefaultHangAfter = 2 * time.Minute
 
 // Config describes one command to run with a hardware-backed /dev/kvm.
 type Config struct {
@@ -39,7 +46,10 @@ type Config struct {
 	Timeout time.Duration // default DefaultTimeout
 	Mem     int           // L1 memory in MiB; default half the host's RAM, at most 8 GiB
 	CPUs    int           // L1 vCPUs; default DefaultCPUs
-	ForceL1 bool          // boot L1 even when the host has hardware virtualization
+	// HangAfter: an L1 whose heartbeat stops this long after it became
+	// ready is stopped as hung; default DefaultHangAfter.
+	HangAfter time.Duration
+	ForceL1   bool // boot L1 even when the host has hardware virtualization
 
 	// Stdout and Stderr receive the command's output as it is produced; nil
 	// discards it. Log receives the harness's own messages: L1's readiness
@@ -112,6 +122,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.CPUs <= 0 {
 		cfg.CPUs = DefaultCPUs
+	}
+	if cfg.HangAfter <= 0 {
+		cfg.HangAfter = DefaultHangAfter
 	}
 	// Every writer is used from several goroutines, and callers often pass
 	// the same one twice (stderr as Stderr and Log), so one lock guards all.
@@ -240,6 +253,16 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 	if err != nil {
 		return -1, fmt.Errorf("nested: %w", err)
 	}
+	cmd := exec.Command(qemu, args...)
+	fl.hangAfter = cfg.HangAfter
+	fl.hung = func(silent time.Duration) {
+		st.mu.Lock()
+		st.hung = silent
+		st.mu.Unlock()
+		fmt.Fprintf(cfg.Log, "nested: L1 hung: no heartbeat for %s; stopping it\n", silent.Round(time.Second))
+		// The follower runs only after QEMU started, as its group leader.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	// The serial console (fdConsole), then QEMU's own stdout and stderr.
 	var rs, ws [2]*os.File
 	for i := range rs {
@@ -253,7 +276,6 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 		rs[i], ws[i] = r, w
 	}
 	defer closeAll(rs[:])
-	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = ws[:1]
 	cmd.Stdout, cmd.Stderr = ws[1], ws[1]
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -314,6 +336,9 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 		return -1, stopErr(ctx, cfg.Timeout, st.ready == 0)
 	}
 	what := "L1 stopped before the command finished"
+	if st.hung > 0 {
+		what += fmt.Sprintf(": it hung (no heartbeat for %s) and was stopped", st.hung.Round(time.Second))
+	}
 	if b, err := os.ReadFile(filepath.Join(runDir, fileError)); err == nil && len(b) > 0 {
 		what = "L1: " + strings.Join(strings.Fields(sanitize(strings.ReplaceAll(string(b), "\n", "; "))), " ")
 	}

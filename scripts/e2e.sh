@@ -54,13 +54,15 @@ for run in 1 2 3; do
 	# L1 itself died: its kernel panicked (in a vCPU thread at the emulated
 	# VMRUN/#VMEXIT, a kernel-stack overflow) or it reset; or it hung (boxd
 	# nested exits 124 on its timeout; seen once, a benchmark whose L1 kept
-	# two CPUs busy and printed nothing for 15 minutes). Every test not yet
-	# passed runs again in a fresh L1.
+	# two CPUs busy and printed nothing for 15 minutes; boxd nested now
+	# stops an L1 whose heartbeat stopped for 2 minutes, and says "it
+	# hung"). Every test not yet passed runs again in a fresh L1.
 	if [ "$status" -eq 124 ] || grep -q 'nested: L1 stopped before the command finished' "$l"; then
 		skip='^$'
 		[ "${#passed[@]}" -gt 0 ] && skip="^($(IFS='|'; echo "${passed[*]}"))\$"
 		what=died
 		[ "$status" -eq 124 ] && what="hung (no result within $l1timeout)"
+		grep -q 'nested: L1 stopped before the command finished: it hung' "$l" && what="hung (its heartbeat stopped)"
 		announce "e2e: L1 $what (nested-harness fault, see scripts/e2e.sh); running every test that had not passed (${#passed[@]} had) again (rerun $run of at most 2)"
 		extra=(-test.skip "$skip")
 		continue

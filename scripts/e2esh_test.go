@@ -28,6 +28,7 @@ type fakeRun struct {
 
 const (
 	l1Died   = "nested: L1 stopped before the command finished\n"
+	l1Hung   = "boxd: nested: L1 stopped before the command finished: it hung (no heartbeat for 2m0s) and was stopped (qemu: signal: killed)\n"
 	livelock = "    diagnosis: tid 186 livelocked in L1's KVM: 6642 nested page faults\n"
 )
 
@@ -105,6 +106,7 @@ func TestE2ESh(t *testing.T) {
 		wantCode int
 		wantArgs []string // per invocation, joined
 		reruns   int      // lines in e2e-reruns.txt
+		announce string   // a text the announcements must contain
 	}{
 		{
 			name:     "passes",
@@ -134,6 +136,13 @@ func TestE2ESh(t *testing.T) {
 			runs:     []fakeRun{{pass("TestA", "TestB") + l1Died, 1}, {pass("TestC"), 0}},
 			wantArgs: []string{args, args + ` -test.skip ^(TestA|TestB)$`},
 			reruns:   1,
+		},
+		{
+			name:     "L1's heartbeat stopped",
+			runs:     []fakeRun{{pass("TestA") + l1Hung, 125}, {pass("TestB"), 0}},
+			wantArgs: []string{args, args + ` -test.skip ^(TestA)$`},
+			reruns:   1,
+			announce: "L1 hung (its heartbeat stopped)",
 		},
 		{
 			name:     "L1 hung before any test passed",
@@ -194,6 +203,9 @@ func TestE2ESh(t *testing.T) {
 			}
 			if n := strings.Count(reruns, "\n"); n != tc.reruns {
 				t.Errorf("%d reruns announced, want %d:\n%s", n, tc.reruns, reruns)
+			}
+			if !strings.Contains(reruns, tc.announce) {
+				t.Errorf("reruns announced:\n%s\nwant them to say %q", reruns, tc.announce)
 			}
 		})
 	}
