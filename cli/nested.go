@@ -46,7 +46,7 @@ multi-threaded emulation now and then resets or livelocks an L2 guest or
 panics L1's kernel (docs/iobench.md, "Stalls and resets"). Benchmarks that
 need the host's cores in L1 pass --cpus and live with it.
 
-L1 rewrites a heartbeat file every 2 s; an L1 whose heartbeat stands still
+L1 prints a heartbeat on its serial console every 2 s; an L1 whose heartbeat stops
 for --hang-after (it has hung, busy and silent, for many minutes) is
 stopped, and boxd exits 125 saying it hung.
 
@@ -86,7 +86,7 @@ Needs: ` + nested.InstallCommand,
 	cmd.Flags().StringVar(&out, "out", "", "writable output directory shared with CMD at the same path (default: a new temporary directory)")
 	cmd.Flags().DurationVar(&timeout, "timeout", nested.DefaultTimeout, "stop CMD (and L1) after this long")
 	cmd.Flags().IntVar(&cfg.Mem, "mem", 0, "L1 memory in MiB (default: half the host's RAM, at most 8192)")
-	cmd.Flags().DurationVar(&cfg.HangAfter, "hang-after", nested.DefaultHangAfter, "stop L1 as hung when its heartbeat (rewritten every 2 s) stops this long")
+	cmd.Flags().DurationVar(&cfg.HangAfter, "hang-after", nested.DefaultHangAfter, "stop L1 as hung when its heartbeat (every 2 s) stops this long")
 	cmd.Flags().IntVar(&cfg.CPUs, "cpus", 0, "L1 vCPUs (more than 1 is faster and less reliable; see above)")
 	cmd.Flags().BoolVar(&cfg.ForceL1, "force-l1", false, "boot L1 even if this host has hardware virtualization")
 	cmd.Flags().BoolVarP(&cfg.Verbose, "verbose", "v", false, "show L1's serial console")

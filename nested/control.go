@@ -10,12 +10,11 @@ import (
 
 // The files L1's init writes into the run directory (see l1init.sh).
 const (
-	fileReady     = "ready"
-	fileStdout    = "stdout"
-	fileStderr    = "stderr"
-	fileStatus    = "status"
-	fileError     = "error"
-	fileHeartbeat = "heartbeat"
+	fileReady  = "ready"
+	fileStdout = "stdout"
+	fileStderr = "stderr"
+	fileStatus = "status"
+	fileError  = "error"
 )
 
 // parseReady parses the ready file: L1's uptime in seconds and a newline.
@@ -68,4 +67,50 @@ func (t *tail) add(line string) {
 		t.lines = t.lines[:tailLines-1]
 	}
 	t.lines = append(t.lines, line)
+}
+
+// heartbeatLine is what L1's init prints on the serial console every 2 s
+// while the command runs (l1init.sh). The console, not a file in the run
+// directory: a 9p write every 2 s made L1 freeze (QEMU busy, L1 silent)
+// within minutes under load, 4 times in 7 runs of TestVsock, and never in 8
+// without it; console output is emulated on L1's own vCPU thread.
+const heartbeatLine = "boxd-l1-heartbeat"
+
+// watchdog tells when L1's heartbeat has stopped for too long. It is armed
+// when L1 becomes ready; beats before that do not count.
+type watchdog struct {
+	mu    sync.Mutex
+	after time.Duration // 0: never fire
+	last  time.Time     // the last beat, or when armed; zero until armed
+	fired bool
+}
+
+func (w *watchdog) arm(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = now
+}
+
+func (w *watchdog) beat(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.last.IsZero() {
+		w.last = now
+	}
+}
+
+// check reports how long the heartbeat has been silent and true, once, when
+// that reached the limit.
+func (w *watchdog) check(now time.Time) (time.Duration, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fired || w.after <= 0 || w.last.IsZero() {
+		return 0, false
+	}
+	silent := now.Sub(w.last)
+	if silent < w.after {
+		return silent, false
+	}
+	w.fired = true
+	return silent, true
 }

@@ -1,6 +1,9 @@
 package nested
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestParseReady(t *testing.T) {
 	tests := []struct {
@@ -79,4 +82,36 @@ func FuzzParseStatus(f *testing.F) {
 			t.Fatalf("status %d accepted", st)
 		}
 	})
+}
+
+// TestWatchdog: no hang before L1 is ready or while it beats; one, once,
+// when the beats stop for the limit.
+func TestWatchdog(t *testing.T) {
+	t0 := time.Now()
+	w := &watchdog{after: time.Minute}
+	w.beat(t0) // before ready: ignored
+	if _, fire := w.check(t0.Add(time.Hour)); fire {
+		t.Fatal("fired before it was armed")
+	}
+	w.arm(t0)
+	for i := 1; i <= 3; i++ {
+		now := t0.Add(time.Duration(i) * 50 * time.Second)
+		if _, fire := w.check(now); fire {
+			t.Fatalf("fired after beats every 50 s (beat %d)", i)
+		}
+		w.beat(now)
+	}
+	last := t0.Add(150 * time.Second)
+	if silent, fire := w.check(last.Add(59 * time.Second)); fire || silent != 59*time.Second {
+		t.Fatalf("check after 59 s = %v, %v; want 59s, false", silent, fire)
+	}
+	if silent, fire := w.check(last.Add(61 * time.Second)); !fire || silent != 61*time.Second {
+		t.Fatalf("check after 61 s = %v, %v; want 61s, true", silent, fire)
+	}
+	if _, fire := w.check(last.Add(time.Hour)); fire {
+		t.Fatal("fired twice")
+	}
+	if _, fire := (&watchdog{}).check(t0.Add(time.Hour)); fire {
+		t.Fatal("a watchdog with no limit fired")
+	}
 }

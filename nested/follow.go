@@ -1,7 +1,6 @@
 package nested
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -12,22 +11,15 @@ import (
 )
 
 // follower copies what L1 appends to the run directory's stdout and stderr
-// files to the caller as it arrives, reports the ready file once, and, once
-// L1 is ready, reports L1 as hung if its heartbeat file stops changing for
-// hangAfter. It wakes on inotify events for the directory and, should those
-// not come (a file system without inotify), every followPoll.
+// files to the caller as it arrives, and reports the ready file once. It
+// wakes on inotify events for the directory and, should those not come (a
+// file system without inotify), every followPoll.
 type follower struct {
 	dir     string
 	outs    []followed
 	ready   func(uptime float64) // called once, from the follower's goroutine
 	isReady bool
 	watch   *os.File // inotify descriptor; nil when unavailable
-
-	hangAfter time.Duration              // 0: never report a hang
-	hung      func(silent time.Duration) // called at most once, from the follower's goroutine
-	beat      []byte                     // the heartbeat file's last content
-	lastBeat  time.Time                  // when it last changed (or L1 became ready)
-	hangSeen  bool
 }
 
 type followed struct {
@@ -128,28 +120,9 @@ func (fl *follower) pump() {
 		if b, err := os.ReadFile(filepath.Join(fl.dir, fileReady)); err == nil {
 			if up, err := parseReady(b); err == nil {
 				fl.isReady = true
-				fl.lastBeat = time.Now()
 				fl.ready(up)
 			}
 		}
-	}
-	fl.checkHeartbeat(time.Now())
-}
-
-// checkHeartbeat notes a change of the heartbeat file and reports a hang
-// when there has been none for hangAfter since L1 became ready. Only a
-// change counts, never the content: the bytes come from L1.
-func (fl *follower) checkHeartbeat(now time.Time) {
-	if !fl.isReady || fl.hangAfter <= 0 || fl.hangSeen {
-		return
-	}
-	if b, err := os.ReadFile(filepath.Join(fl.dir, fileHeartbeat)); err == nil && !bytes.Equal(b, fl.beat) {
-		fl.beat, fl.lastBeat = b, now
-		return
-	}
-	if silent := now.Sub(fl.lastBeat); silent >= fl.hangAfter {
-		fl.hangSeen = true
-		fl.hung(silent)
 	}
 }
 

@@ -6,7 +6,6 @@
 #        run.sh   the command, run by the chroot's /bin/sh
 #   out: ready    L1's /proc/uptime when the command starts
 #        stdout, stderr   the command's output, appended as it comes
-#        heartbeat   L1's /proc/uptime, rewritten every 2 s while it runs
 #        status   the command's exit status, written after all output
 #        error    why L1 could not run the command
 # 9p writes reach the host file before write(2) returns, so when status
@@ -99,12 +98,14 @@ o=$!
 cat /tmp/stderr >>/boxd/stderr &
 e=$!
 
-# The heartbeat the host watches: an L1 that stops rewriting it for
-# Config.HangAfter is stopped as hung (it has happened: L1 busy and silent,
-# no panic, for many minutes) instead of at the run's timeout. Its PID is
-# in the chroot's /run, so a test can stop it.
+# The heartbeat the host watches (heartbeatLine in control.go): an L1 that
+# stops printing it for Config.HangAfter is stopped as hung (it has
+# happened: L1 busy and silent, no panic, for many minutes) instead of at
+# the run's timeout. On the console, not in /boxd: a 9p write every 2 s
+# made L1 freeze under load. Its PID is in the chroot's /run, so a test can
+# stop it.
 (while :; do
-	cut -d' ' -f1 /proc/uptime >/boxd/heartbeat
+	echo boxd-l1-heartbeat >/dev/console
 	usleep 2000000
 done) &
 echo $! >/host/run/boxd-l1-heartbeat.pid

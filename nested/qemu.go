@@ -73,9 +73,10 @@ func qemuNoise(line string) bool {
 	return strings.Contains(line, "TCG doesn't support requested feature") || strings.TrimSpace(line) == ""
 }
 
-// filterLines copies the lines of r that are not noise to w, each prefixed.
-// It reads r to EOF whatever happens to w, so the writer never blocks QEMU.
-func filterLines(r io.Reader, w io.Writer, prefix string, keep func(string)) {
+// filterLines copies the lines of r that are not noise, and that keep (if
+// not nil) returns true for, to w, each prefixed. It reads r to EOF whatever
+// happens to w, so the writer never blocks QEMU.
+func filterLines(r io.Reader, w io.Writer, prefix string, keep func(string) bool) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
@@ -83,8 +84,8 @@ func filterLines(r io.Reader, w io.Writer, prefix string, keep func(string)) {
 		if qemuNoise(line) {
 			continue
 		}
-		if keep != nil {
-			keep(line)
+		if keep != nil && !keep(line) {
+			continue
 		}
 		if w != nil {
 			fmt.Fprintf(w, "%s%s\n", prefix, line)

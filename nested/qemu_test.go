@@ -111,7 +111,7 @@ func TestFilterLines(t *testing.T) {
 		"last line without newline"
 	var out strings.Builder
 	var kept []string
-	filterLines(strings.NewReader(in), &out, "qemu: ", func(l string) { kept = append(kept, l) })
+	filterLines(strings.NewReader(in), &out, "qemu: ", func(l string) bool { kept = append(kept, l); return true })
 	want := []string{"qemu-system-x86_64: -device foo: real problem", "last line without newline"}
 	if diff := cmp.Diff(want, kept); diff != "" {
 		t.Errorf("kept lines (-want +got):\n%s", diff)

@@ -31,7 +31,7 @@ const DefaultTimeout = 30 * time.Minute
 // takes about a third longer.
 const DefaultCPUs = 1
 
-// DefaultHangAfter is Config.HangAfter's default. L1 rewrites its heartbeat
+// DefaultHangAfter is Config.HangAfter's default. L1 prints its heartbeat
 // every 2 s; a busy L1 still does (it is one process among many), so two
 // minutes of silence is a hang, not load. L1 has hung busy and silent, no
 // panic on its console, until the run's timeout (45 minutes in make e2e).
@@ -242,8 +242,10 @@ func l1Initramfs(log io.Writer, cache string, k Kernel) (string, error) {
 // returns the command's exit status once QEMU is gone.
 func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir string) (int, error) {
 	st := &runState{}
+	wd := &watchdog{after: cfg.HangAfter}
 	var start time.Time
 	fl, err := newFollower(runDir, cfg.Stdout, cfg.Stderr, func(uptime float64) {
+		wd.arm(time.Now())
 		st.mu.Lock()
 		st.ready = time.Since(start)
 		st.mu.Unlock()
@@ -254,15 +256,6 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 		return -1, fmt.Errorf("nested: %w", err)
 	}
 	cmd := exec.Command(qemu, args...)
-	fl.hangAfter = cfg.HangAfter
-	fl.hung = func(silent time.Duration) {
-		st.mu.Lock()
-		st.hung = silent
-		st.mu.Unlock()
-		fmt.Fprintf(cfg.Log, "nested: L1 hung: no heartbeat for %s; stopping it\n", silent.Round(time.Second))
-		// The follower runs only after QEMU started, as its group leader.
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
 	// The serial console (fdConsole), then QEMU's own stdout and stderr.
 	var rs, ws [2]*os.File
 	for i := range rs {
@@ -312,13 +305,23 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 		consoleLog = cfg.Log
 	}
 	goRead(func() {
-		filterLines(rs[0], consoleLog, "l1: ", func(l string) { st.mu.Lock(); st.console.add(l); st.mu.Unlock() })
+		filterLines(rs[0], consoleLog, "l1: ", func(l string) bool {
+			if strings.TrimSpace(l) == heartbeatLine {
+				wd.beat(time.Now())
+				return false
+			}
+			st.mu.Lock()
+			st.console.add(l)
+			st.mu.Unlock()
+			return true
+		})
 	})
 	goRead(func() {
-		filterLines(rs[1], cfg.Log, "qemu: ", func(l string) { st.mu.Lock(); st.qemu.add(l); st.mu.Unlock() })
+		filterLines(rs[1], cfg.Log, "qemu: ", func(l string) bool { st.mu.Lock(); st.qemu.add(l); st.mu.Unlock(); return true })
 	})
 	stop := make(chan struct{})
 	goRead(func() { fl.run(stop) })
+	goRead(func() { watchL1(wd, stop, cfg.Log, st, cmd.Process.Pid) })
 	waitErr := supervise(ctx, cmd)
 	close(stop)
 	wg.Wait()
@@ -343,6 +346,31 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 		what = "L1: " + strings.Join(strings.Fields(sanitize(strings.ReplaceAll(string(b), "\n", "; "))), " ")
 	}
 	return -1, fmt.Errorf("nested: %s (qemu: %v)%s", what, exitText(waitErr), st.details())
+}
+
+// watchL1 checks the watchdog every second until stop and, when L1's
+// heartbeat has stopped for too long, records it and kills QEMU's process
+// group (pid leads it).
+func watchL1(wd *watchdog, stop <-chan struct{}, log io.Writer, st *runState, pid int) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			silent, fire := wd.check(now)
+			if !fire {
+				continue
+			}
+			st.mu.Lock()
+			st.hung = silent
+			st.mu.Unlock()
+			fmt.Fprintf(log, "nested: L1 hung: no heartbeat for %s; stopping it\n", silent.Round(time.Second))
+			syscall.Kill(-pid, syscall.SIGKILL)
+			return
+		}
+	}
 }
 
 func closeAll(fs []*os.File) {
