@@ -72,7 +72,7 @@ func (t *tail) add(line string) {
 // heartbeatLine is what L1's init prints on the serial console every 2 s
 // while the command runs (l1init.sh). The console, not a file in the run
 // directory: a 9p write every 2 s made L1 freeze (QEMU busy, L1 silent)
-// within minutes under load, 4 times in 7 runs of TestVsock, and never in 8
+// within minutes under load, in 3 of 8 runs of TestVsock, and never in 8
 // without it; console output is emulated on L1's own vCPU thread.
 const heartbeatLine = "boxd-l1-heartbeat"
 
