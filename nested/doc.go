@@ -27,8 +27,10 @@
 // output before it is complete on the host; nothing is lost when L1 powers
 // off. (QEMU's virtio-serial chardevs were not used for this because QEMU
 // drops what it still holds for a non-blocking pipe when the guest powers
-// off.) The serial console carries only kernel messages and is shown when L1
-// fails.
+// off.) The serial console carries kernel messages, shown when L1 fails,
+// and a heartbeat line every 2 s, which the host watches: an L1 silent for
+// Config.HangAfter is stopped as hung rather than at the timeout. L1 has
+// one vCPU unless Config.CPUs says otherwise (DefaultCPUs says why).
 //
 // Invariants:
 //   - The QEMU process never outlives Run: it runs in its own process group
