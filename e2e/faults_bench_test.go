@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,17 +16,8 @@ import (
 // shells can (each a new address space, so a stream of page-table switches
 // and page walks), then powers off. Under the nested harness it meets the
 // harness's faults (docs/iobench.md, "Stalls and resets") within a few runs.
-const faultGuest = `#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t devtmpfs dev /dev
-work() { i=0; while [ $i -lt 1500 ]; do /bin/busybox true; i=$((i+1)); done; }
-work & work & work & wait
-echo E2E-DONE
-` + drainConsole + `
-devmem 0xc0001000 32 1
-`
+var faultGuest = guestScript(`work() { i=0; while [ $i -lt 1500 ]; do /bin/busybox true; i=$((i+1)); done; }
+work & work & work & wait`)
 
 // BenchmarkNestedFaults counts how often the nested harness breaks a guest
 // that boxd runs correctly: BOXD_FAULTS_RUNS (default 12) runs of
@@ -61,7 +53,7 @@ func BenchmarkNestedFaults(b *testing.B) {
 				b.Logf("run %d: no poweroff within 90 s; %s", i, diagnosis(err.Error()))
 			case err != nil:
 				b.Fatalf("run %d: %v", i, err)
-			case r.Status == 0 && len(marks(r.Console, "E2E-DONE")) == 1:
+			case r.Status == 0 && slices.Equal(marks(r.Console, "E2E-STATUS"), []string{"0"}):
 				ok++
 				b.Logf("run %d: poweroff in %v", i, took)
 			case strings.Contains(r.Result.Detail, "triple fault at rip 0xfff0"):

@@ -31,6 +31,9 @@ const DefaultTimeout = 30 * time.Minute
 // takes about a third longer.
 const DefaultCPUs = 1
 
+// errHung ends a run whose L1 stopped its heartbeat (Config.HangAfter).
+var errHung = errors.New("nested: L1 hung")
+
 // DefaultHangAfter is Config.HangAfter's default. L1 prints its heartbeat
 // every 2 s; a busy L1 still does (it is one process among many), so two
 // minutes of silence is a hang, not load. L1 has hung busy and silent, no
@@ -255,7 +258,6 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 	if err != nil {
 		return -1, fmt.Errorf("nested: %w", err)
 	}
-	cmd := exec.Command(qemu, args...)
 	// The serial console (fdConsole), then QEMU's own stdout and stderr.
 	var rs, ws [2]*os.File
 	for i := range rs {
@@ -269,6 +271,7 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 		rs[i], ws[i] = r, w
 	}
 	defer closeAll(rs[:])
+	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = ws[:1]
 	cmd.Stdout, cmd.Stderr = ws[1], ws[1]
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -321,8 +324,11 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 	})
 	stop := make(chan struct{})
 	goRead(func() { fl.run(stop) })
-	goRead(func() { watchL1(wd, stop, cfg.Log, st, cmd.Process.Pid) })
-	waitErr := supervise(ctx, cmd)
+	// A hung L1 is stopped like a timed-out one: by ending supervise's context.
+	sctx, hung := context.WithCancelCause(ctx)
+	defer hung(nil)
+	goRead(func() { watchL1(wd, stop, cfg.Log, st, hung) })
+	waitErr := supervise(sctx, cmd)
 	close(stop)
 	wg.Wait()
 
@@ -349,9 +355,9 @@ func boot(ctx context.Context, cfg Config, qemu string, args []string, runDir st
 }
 
 // watchL1 checks the watchdog every second until stop and, when L1's
-// heartbeat has stopped for too long, records it and kills QEMU's process
-// group (pid leads it).
-func watchL1(wd *watchdog, stop <-chan struct{}, log io.Writer, st *runState, pid int) {
+// heartbeat has stopped for too long, records it and calls hung, which
+// stops QEMU.
+func watchL1(wd *watchdog, stop <-chan struct{}, log io.Writer, st *runState, hung context.CancelCauseFunc) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -367,7 +373,7 @@ func watchL1(wd *watchdog, stop <-chan struct{}, log io.Writer, st *runState, pi
 			st.hung = silent
 			st.mu.Unlock()
 			fmt.Fprintf(log, "nested: L1 hung: no heartbeat for %s; stopping it\n", silent.Round(time.Second))
-			syscall.Kill(-pid, syscall.SIGKILL)
+			hung(errHung)
 			return
 		}
 	}
